@@ -1,0 +1,52 @@
+# Quick start: `make run` then `make test`. Each target installs what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The CPU wheel of torch that lies on this machine's disk; a looser pin pulls a CUDA build.
+TORCH_PIN := torch==2.13.0
+CONFIG ?= configs/gaussian.yaml
+OUT ?= runs/gaussian
+
+.PHONY: run test test-all bench lint clean venv install install-test
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+venv: $(PY)
+
+# torch first, pinned, and only when missing, so that no extra pulls a CUDA build.
+$(VENV)/.torch: | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_PIN)"
+	touch $@
+
+$(VENV)/.core: pyproject.toml | $(PY)
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.all: pyproject.toml $(VENV)/.torch
+	$(PIP) install --quiet -e ".[all]"
+	touch $@
+
+install: $(VENV)/.core
+install-test: $(VENV)/.all
+
+run: $(VENV)/.core
+	$(VENV)/bin/stabfw run $(CONFIG) --out $(OUT)
+	@echo "Report: $(OUT)/report.png (summary in $(OUT)/summary.json)"
+
+test: $(VENV)/.all
+	$(PY) -m pytest -q
+
+test-all: $(VENV)/.all
+	$(PY) -m pytest -q -m "" 
+
+bench: $(VENV)/.all
+	$(PY) -m pytest benchmarks -q -m "" -p no:cacheprovider --benchmark-only --benchmark-columns=min,median,rounds
+
+lint: $(VENV)/.all
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .benchmarks
