@@ -179,7 +179,7 @@ class RetrainConfig(_Strict):
         """Synthetic samples drawn per generation for a real set of ``n_real`` points."""
         if self.fully_synthetic:
             return self.synthetic_size or n_real
-        return int(math.floor(self.lam * n_real + 1e-9))
+        return math.floor(self.lam * n_real + 1e-9)
 
 
 class DomainSpec(BaseModel):
@@ -211,6 +211,12 @@ class SweepConfig(_Strict):
     """
 
     grid: dict[str, list[Any]] = Field(min_length=1)
+    # where cells run (stabfw.backends): auto = local if joblib is installed, else serial
+    backend: Literal["auto", "serial", "local", "ray"] = "auto"
+    workers: int | None = Field(default=None, ge=1)
+    address: str | None = None  # a Ray cluster; default: a local Ray instance
+    # the critical value and diagram (checked by stabfw.stability.validate_spec)
+    stability: dict[str, Any] | None = None
 
     @field_validator("grid")
     @classmethod

@@ -64,7 +64,7 @@ def top_fraction(q: float = 0.5) -> Hook:
         if not hasattr(loop, "score"):
             raise TypeError(f"{type(loop).__name__} has no score(batch, state) for top_fraction")
         scores = np.asarray(loop.score(batch, state), dtype=float)
-        keep = max(1, int(round(q * scores.size)))
+        keep = max(1, round(q * scores.size))
         idx = np.sort(np.argsort(-scores, kind="stable")[:keep])
         return loop.subsample(batch, idx)
 

@@ -41,6 +41,11 @@ class SelfConsumingLoop(abc.ABC):
         ``dict[str, float]`` of domain metrics for one fitted state.
     concat / subsample / data_size
         Container operations; the defaults handle numpy, torch, pandas and lists.
+    mix(real, synthetic, pool, config, rng)
+        Build the training set; the default follows ``config.policy``
+        (:func:`stabfw.policies.build_training_set`). Override it for a domain-specific
+        way of mixing (e.g. a forecaster whose missing actuals are imputed by its own
+        forecasts) and document how it maps onto λ.
 
     Notes
     -----
@@ -85,6 +90,12 @@ class SelfConsumingLoop(abc.ABC):
     def subsample(self, data: Any, index: np.ndarray) -> Any:
         """The samples of ``data`` at integer positions ``index``."""
         return containers.take(data, index)
+
+    def mix(self, real: Any, synthetic: Any, pool: Any, config: Any, rng: np.random.Generator):
+        """Return ``(TrainingSet, pool)`` for the next fit (see :mod:`stabfw.policies`)."""
+        from stabfw.policies import build_training_set
+
+        return build_training_set(self, config, real, synthetic, pool, rng)
 
     @property
     def supports_with_params(self) -> bool:

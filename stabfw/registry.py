@@ -78,7 +78,8 @@ def _load_entry_points() -> None:
     _ENTRY_POINTS_LOADED = True
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name not in _REGISTRY:
-            _REGISTRY[ep.name] = DomainEntry(ep.name, ep.value, None, f"from {ep.dist.name if ep.dist else '?'}")
+            origin = ep.dist.name if ep.dist else "?"
+            _REGISTRY[ep.name] = DomainEntry(ep.name, ep.value, None, f"from {origin}")
 
 
 def list_domains() -> list[DomainEntry]:
@@ -136,7 +137,7 @@ def _resolved_hints(cls: type) -> dict[str, Any]:
     import typing
 
     try:
-        return typing.get_type_hints(cls.__init__)
+        return typing.get_type_hints(cls.__init__, include_extras=True)
     except Exception:
         return {}
 

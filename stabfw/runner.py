@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -11,11 +10,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stabfw.atomic import load_pickle, save_pickle
+from stabfw.checkpoint import Checkpoint
 from stabfw.config import RetrainConfig
 from stabfw.hooks import resolve_hook
 from stabfw.loop import SelfConsumingLoop, VectorizedLoop
-from stabfw.policies import build_training_set
 from stabfw.provenance import environment
 from stabfw.streams import real_stream_generation, stream
 from stabfw.trajectory import Trajectory
@@ -23,7 +21,7 @@ from stabfw.trajectory import Trajectory
 __all__ = ["CHECKPOINT", "run_loop"]
 
 log = logging.getLogger(__name__)
-CHECKPOINT = "checkpoint.pkl"
+CHECKPOINT = "checkpoint"
 
 
 def _as_config(config: RetrainConfig | dict[str, Any]) -> RetrainConfig:
@@ -59,8 +57,9 @@ def run_loop(
     loop : SelfConsumingLoop
     config : RetrainConfig or dict
     out_dir : path, optional
-        Where to checkpoint each generation (``checkpoint.pkl``, replaced atomically) and
-        to write the trajectory at the end. Without it nothing is written.
+        Where to checkpoint each generation (``checkpoint/``, see
+        :class:`stabfw.checkpoint.Checkpoint`) and to write the trajectory at the end.
+        Without it nothing is written.
     resume : bool
         Continue from ``out_dir``'s checkpoint. The result equals an uninterrupted run,
         because every random draw comes from a stream named by (seed, generation,
@@ -77,23 +76,24 @@ def run_loop(
     cfg = _as_config(config)
     seeds = np.asarray(cfg.seed_list, dtype=np.int64)
     out = Path(out_dir) if out_dir is not None else None
-    ckpt_path = out / CHECKPOINT if out is not None else None
+    ckpt = Checkpoint(out / CHECKPOINT) if out is not None else None
     progress = (out is not None) if progress is None else progress
     recorded = record if record is not None else {"loop": cfg.model_dump(mode="json")}
     signature = {"loop": cfg.model_dump(mode="json"), "domain": repr(loop)}
 
-    ckpt = None
-    if ckpt_path is not None and ckpt_path.is_file():
+    saved = None
+    if ckpt is not None and ckpt.exists():
         if resume:
-            ckpt = load_pickle(ckpt_path)
-            if ckpt["signature"] != signature:
+            saved = ckpt.load()
+            if saved[0]["signature"] != signature:
                 raise ValueError(
-                    f"{ckpt_path} was written by a different configuration; refusing to resume.\n"
-                    f"  checkpoint: {ckpt['signature']}\n  now:        {signature}")
-            log.info("resuming %s at generation %d", out, ckpt["generation"] + 1)
+                    f"{ckpt.directory} was written by a different configuration; refusing to "
+                    f"resume.\n  checkpoint: {saved[0]['signature']}\n  now:        {signature}")
+            log.info("resuming %s at generation %d", out, saved[0]["generation"] + 1)
         else:
             log.warning("%s holds a checkpoint of an unfinished run; starting afresh "
                         "(pass resume=True to continue it)", out)
+            ckpt.clear()
     elif resume and out is not None:
         log.info("nothing to resume in %s; starting from generation 0", out)
 
@@ -108,10 +108,9 @@ def run_loop(
 
     t0 = time.perf_counter()
     runner = _run_vectorized if vectorized else _run_per_seed
-    params, metrics = runner(loop, cfg, seeds, ckpt, ckpt_path, signature, progress)
+    params, metrics = runner(loop, cfg, seeds, saved, ckpt, signature, progress)
     elapsed = time.perf_counter() - t0
 
-    metrics = metrics.sort_values(["seed", "generation"], kind="stable").reset_index(drop=True)
     traj = Trajectory(
         params=params,
         metrics=metrics,
@@ -121,14 +120,13 @@ def run_loop(
         meta={
             "path": "vectorized" if vectorized else "per_seed",
             "seconds": round(elapsed, 3),
-            "resumed_from_generation": None if ckpt is None else int(ckpt["generation"]),
+            "resumed_from_generation": None if saved is None else int(saved[0]["generation"]),
             "domain": repr(loop),
         },
     )
     if out is not None:
         traj.save(out)
-        if ckpt_path.is_file():
-            ckpt_path.unlink()
+        ckpt.clear()
     return traj
 
 
@@ -145,27 +143,32 @@ def _real_stream(cfg: RetrainConfig, seed: int, generation: int):
     return stream(seed, real_stream_generation(cfg.policy, generation), "real")
 
 
-def _run_per_seed(loop, cfg, seeds, ckpt, ckpt_path, signature, progress):
+def _run_per_seed(loop, cfg, seeds, saved, ckpt, signature, progress):
     curate, correct = resolve_hook(cfg.curate), resolve_hook(cfg.correct)
     fixed_real = [loop.real_data(_real_stream(cfg, int(s), 0)) for s in seeds]
     n0 = [loop.data_size(r) for r in fixed_real]
-    if ckpt is None:
+    if saved is None:
         states, pools, thetas, rows = [], [None] * len(seeds), [], []
         for i, s in enumerate(seeds):
             state = loop.fit(fixed_real[i], None, stream(int(s), 0, "fit"))
-            theta = _params_vector(loop, state, f"seed {s}, generation 0")
             states.append(state)
-            thetas.append([theta])
+            thetas.append(_params_vector(loop, state, f"seed {s}, generation 0"))
             m = loop.metrics(state, stream(int(s), 0, "metrics"))
             rows.append(_metric_row(s, 0, 0.0, n0[i], 0, m))
+        blocks = [{"thetas": np.stack(thetas), "rows": rows}]
+        if ckpt is not None:
+            ckpt.save(0, {"signature": signature, "states": states, "pools": pools}, blocks[0])
         start = 1
     else:
-        states, pools, thetas, rows = ckpt["states"], ckpt["pools"], ckpt["thetas"], ckpt["rows"]
-        start = ckpt["generation"] + 1
+        state_rec, blocks = saved
+        states, pools = state_rec["states"], state_rec["pools"]
+        start = state_rec["generation"] + 1
+    theta_star = blocks[0]["thetas"]
 
     bar = _progress(cfg.generations, "retraining", progress)
     bar.update(start - 1)
     for t in range(start, cfg.generations + 1):
+        thetas, rows = [], []
         for i, s in enumerate(seeds):
             s = int(s)
             state = states[i]
@@ -180,61 +183,67 @@ def _run_per_seed(loop, cfg, seeds, ckpt, ckpt_path, signature, progress):
             if correct is not None:
                 synthetic = correct(synthetic, state=state, loop=loop,
                                     rng=stream(s, t, "correct"), real=real_for_hooks)
-            train, pools[i] = build_training_set(loop, cfg, real, synthetic, pools[i],
-                                                 stream(s, t, "mix"))
+            train, pools[i] = loop.mix(real, synthetic, pools[i], cfg, stream(s, t, "mix"))
             new_state = loop.fit(train.data, state if cfg.warm_start else None,
                                  stream(s, t, "fit"))
             theta = _params_vector(loop, new_state, f"seed {s}, generation {t}")
-            if theta.shape != thetas[i][0].shape:
+            if theta.shape != theta_star[i].shape:
                 raise ValueError(f"{type(loop).__name__}.params changed length from "
-                                 f"{thetas[i][0].size} to {theta.size} at generation {t}")
+                                 f"{theta_star[i].size} to {theta.size} at generation {t}")
             states[i] = new_state
-            thetas[i].append(theta)
-            dist = float(np.linalg.norm(theta - thetas[i][0]))
+            thetas.append(theta)
+            dist = float(np.linalg.norm(theta - theta_star[i]))
             metrics = loop.metrics(new_state, stream(s, t, "metrics"))
             rows.append(_metric_row(s, t, dist, train.n_real, train.n_synthetic, metrics))
-        if ckpt_path is not None:
-            save_pickle(ckpt_path, {"signature": signature, "generation": t, "states": states,
-                                    "pools": pools, "thetas": thetas, "rows": rows})
+        blocks.append({"thetas": np.stack(thetas), "rows": rows})
+        if ckpt is not None:
+            ckpt.save(t, {"signature": signature, "states": states, "pools": pools}, blocks[-1])
         bar.update(1)
     bar.close()
-    return np.stack([np.stack(th) for th in thetas]), pd.DataFrame(rows)
+    metrics = pd.DataFrame([r for b in blocks for r in b["rows"]])
+    metrics = metrics.sort_values(["seed", "generation"], kind="stable").reset_index(drop=True)
+    return np.stack([b["thetas"] for b in blocks], axis=1), metrics
 
 
-def _run_vectorized(loop, cfg, seeds, ckpt, ckpt_path, signature, progress):
-    if ckpt is None:
+def _run_vectorized(loop, cfg, seeds, saved, ckpt, signature, progress):
+    if saved is None:
         batch = loop.init_batch(seeds, cfg)
-        thetas = [np.asarray(loop.params_batch(batch), dtype=float)]
-        rows = [_batch_columns(loop, batch, seeds, 0, thetas)]
+        theta = np.asarray(loop.params_batch(batch), dtype=float)
+        blocks = [{"thetas": theta, "columns": _batch_columns(loop, batch, seeds, 0, theta, theta)}]
+        if ckpt is not None:
+            ckpt.save(0, {"signature": signature, "batch": batch}, blocks[0])
         start = 1
     else:
-        batch, thetas, rows = ckpt["batch"], ckpt["thetas"], ckpt["rows"]
-        start = ckpt["generation"] + 1
+        state_rec, blocks = saved
+        batch, start = state_rec["batch"], state_rec["generation"] + 1
+    theta_star = blocks[0]["thetas"]
     bar = _progress(cfg.generations, "retraining (vectorised)", progress)
     bar.update(start - 1)
     for t in range(start, cfg.generations + 1):
         batch = loop.step_batch(batch, seeds, t, cfg)
-        thetas.append(np.asarray(loop.params_batch(batch), dtype=float))
-        rows.append(_batch_columns(loop, batch, seeds, t, thetas))
-        if ckpt_path is not None:
-            save_pickle(ckpt_path, {"signature": signature, "generation": t, "batch": batch,
-                                    "thetas": thetas, "rows": rows})
+        theta = np.asarray(loop.params_batch(batch), dtype=float)
+        blocks.append({"thetas": theta,
+                       "columns": _batch_columns(loop, batch, seeds, t, theta, theta_star)})
+        if ckpt is not None:
+            ckpt.save(t, {"signature": signature, "batch": batch}, blocks[-1])
         bar.update(1)
     bar.close()
-    columns = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
-    return np.stack(thetas, axis=1), pd.DataFrame(columns)
+    # generation-major blocks -> seed-major rows, as the per-seed path writes them
+    names = blocks[0]["columns"]
+    columns = {k: np.stack([b["columns"][k] for b in blocks], axis=1).ravel() for k in names}
+    return np.stack([b["thetas"] for b in blocks], axis=1), pd.DataFrame(columns)
 
 
-def _batch_columns(loop, batch, seeds, t, thetas) -> dict[str, np.ndarray]:
+def _batch_columns(loop, batch, seeds, t, theta, theta_star) -> dict[str, np.ndarray]:
     # Column arrays, not row dicts: 10^4 seeds x 10^2 generations must stay cheap.
     metrics = {k: np.asarray(v, dtype=float) for k, v in loop.metrics_batch(batch).items()}
     n = len(seeds)
     cols = {
         "seed": np.asarray(seeds, dtype=np.int64),
         "generation": np.full(n, t, dtype=np.int64),
-        "n_real": metrics.pop("n_real", np.full(n, math.nan)).astype(np.int64),
-        "n_synthetic": metrics.pop("n_synthetic", np.full(n, math.nan)).astype(np.int64),
-        "dist_to_theta_star": np.linalg.norm(thetas[-1] - thetas[0], axis=1),
+        "n_real": metrics.pop("n_real", np.full(n, -1)).astype(np.int64),
+        "n_synthetic": metrics.pop("n_synthetic", np.full(n, -1)).astype(np.int64),
+        "dist_to_theta_star": np.linalg.norm(theta - theta_star, axis=1),
     }
     cols.update(metrics)
     return cols
