@@ -34,7 +34,7 @@ install-test: $(VENV)/.all
 
 run: $(VENV)/.core
 	$(VENV)/bin/stabfw run $(CONFIG) --out $(OUT)
-	@echo "Report: $(OUT)/report.png (summary in $(OUT)/summary.json)"
+	@echo "Report: $(OUT)/report.png and $(OUT)/report.html"
 
 test: $(VENV)/.all
 	$(PY) -m pytest -q
@@ -42,8 +42,13 @@ test: $(VENV)/.all
 test-all: $(VENV)/.all
 	$(PY) -m pytest -q -m "" 
 
+# Every benchmarks/bench_*.py; the ratio/target table goes to benchmarks/results/SUMMARY.md
+# (written by benchmarks/conftest.py even when a benchmark fails; see benchmarks/README.md).
 bench: $(VENV)/.all
-	$(PY) -m pytest benchmarks -q -m "" -p no:cacheprovider --benchmark-only --benchmark-columns=min,median,rounds
+	mkdir -p benchmarks/results
+	$(PY) -m pytest benchmarks -q -m "" -p no:cacheprovider --benchmark-only \
+		--benchmark-columns=min,median,rounds --benchmark-json=benchmarks/results/latest.json; \
+		status=$$?; cat benchmarks/results/SUMMARY.md 2>/dev/null; exit $$status
 
 lint: $(VENV)/.all
 	$(VENV)/bin/ruff check .

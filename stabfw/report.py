@@ -62,11 +62,14 @@ def plot_runs(
             values = traj.metric(name)
             gens = np.arange(values.shape[1])
             if name == "dist_to_theta_star":
-                values, gens = values[:, 1:], gens[1:]
+                # log scale: leave out generation 0 (θ* itself) and exact zeros (λ = 0)
+                values, gens = np.where(values[:, 1:] > 0, values[:, 1:], np.nan), gens[1:]
+                if np.all(np.isnan(values)):
+                    continue
             med, lo, hi = _band(values)
             ax.plot(gens, med, color=color, lw=2, label=label)
             ax.fill_between(gens, lo, hi, color=color, alpha=0.2, lw=0)
-        if name == "dist_to_theta_star":
+        if name == "dist_to_theta_star" and ax.has_data():
             ax.set_yscale("log")
             ax.set_ylabel("‖θ_t − θ*‖ (log)")
         ax.set_title(name)
