@@ -27,7 +27,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out or cfg.output.dir or _default_out(args.config))
     runs = run_config(cfg, out, resume=args.resume)
     print(f"wrote {out}/ ({len(runs)} run{'s' if len(runs) != 1 else ''}); "
-          f"report: {out / 'report.png'}")
+          f"report: {out / 'report.html'}")
     return 0
 
 
@@ -78,7 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list registered domains")
     p.set_defaults(func=cmd_list)
 
-    for register in EXTENSIONS:
+    from stabfw import html_report, sweep
+
+    from stabfw.analysis import register_cli as analysis_cli
+
+    if analysis_cli not in EXTENSIONS:
+        EXTENSIONS.append(analysis_cli)
+    for register in [sweep.register_cli, html_report.register_cli, *EXTENSIONS]:
         register(sub)
     return parser
 

@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from stabfw.analysis import AnalysisConfig  # light: pydantic only
+
 __all__ = [
     "POLICIES",
     "ConfigError",
@@ -235,7 +237,7 @@ class RunConfig(_Strict):
     domain: DomainSpec
     loop: RetrainConfig = Field(default_factory=RetrainConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
-    analysis: dict[str, Any] | None = None
+    analysis: AnalysisConfig | None = None
     sweep: SweepConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -91,6 +91,13 @@ class SelfConsumingLoop(abc.ABC):
         """The samples of ``data`` at integer positions ``index``."""
         return containers.take(data, index)
 
+    def set_run_dir(self, path: Any) -> None:
+        """Called by the runner with the run directory before generation 0.
+
+        Domains that write artifacts of their own (sample grids, cached feature
+        extractors) keep the path and write there; the default ignores it.
+        """
+
     def mix(self, real: Any, synthetic: Any, pool: Any, config: Any, rng: np.random.Generator):
         """Return ``(TrainingSet, pool)`` for the next fit (see :mod:`stabfw.policies`)."""
         from stabfw.policies import build_training_set

@@ -76,6 +76,8 @@ def run_loop(
     cfg = _as_config(config)
     seeds = np.asarray(cfg.seed_list, dtype=np.int64)
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        loop.set_run_dir(out)
     ckpt = Checkpoint(out / CHECKPOINT) if out is not None else None
     progress = (out is not None) if progress is None else progress
     recorded = record if record is not None else {"loop": cfg.model_dump(mode="json")}

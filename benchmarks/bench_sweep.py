@@ -1,0 +1,103 @@
+"""Sweep backends: the local (loky) speed-up over serial, and Ray's overhead per task.
+
+Issue 7 targets: a 2-worker local sweep ≥ 1.7× faster than the serial one. Ray's overhead
+per task is reported (no target). Baselines are timed in the same process; the local
+workers are warm (started in a warm-up round), as in any sweep longer than a few cells.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+
+import pytest
+
+from stabfw.backends import LocalBackend, RayBackend, SerialBackend
+from stabfw.config import parse_config
+from stabfw.sweep import run_sweep
+
+# Four cells of a per-seed Gaussian loop, ~1 s each on one idle core.
+CONFIG = {
+    "domain": {"name": "gaussian", "dim": 2, "n": 200},
+    "loop": {"generations": 30, "seeds": 20, "vectorize": "never"},
+    "output": {"report": False, "progress": False},
+    "sweep": {"grid": {"loop.lam": [0.25, 0.5, 1, 2]}},
+}
+ROUNDS = 3
+_counter = itertools.count()
+
+
+def _sweep(tmp_path, backend, workers=None):
+    out = tmp_path / f"{backend}-{next(_counter)}"  # a fresh directory: nothing to skip
+    res = run_sweep(parse_config(CONFIG), out, backend=backend, workers=workers, progress=False)
+    assert not res.failed and res.backend == backend
+    return res
+
+
+def _ceiling() -> float:
+    """The speed-up two processes get on this machine right now for pure CPU work (C-level
+    ``sum``, no I/O): what the machine allows, against which to read the sweep's ratio."""
+    tasks = [range(15_000_000)] * 4
+    list(LocalBackend(2).map(sum, tasks[:2]))  # warm
+    t0 = time.perf_counter()
+    list(SerialBackend().map(sum, tasks))
+    serial = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    list(LocalBackend(2).map(sum, tasks))
+    return serial / (time.perf_counter() - t0)
+
+
+def test_local_sweep_speedup_with_two_workers(benchmark, tmp_path):
+    t0 = time.perf_counter()
+    _sweep(tmp_path, "local", 2)  # cold: includes starting the two workers
+    cold = time.perf_counter() - t0
+    ceiling = _ceiling()
+    serial = []
+    for _ in range(ROUNDS):
+        t0 = time.perf_counter()
+        _sweep(tmp_path, "serial")
+        serial.append(time.perf_counter() - t0)
+    benchmark.pedantic(_sweep, args=(tmp_path, "local", 2), rounds=ROUNDS, iterations=1,
+                       warmup_rounds=0)
+    local = benchmark.stats.stats.median
+    benchmark.extra_info.update({
+        "issue": 7,
+        "ratio": round(statistics.median(serial) / local, 2),
+        "target": 1.7,
+        "serial_s": round(statistics.median(serial), 2),
+        "local_2_workers_s": round(local, 2),
+        "cold_ratio": round(statistics.median(serial) / cold, 2),
+        "machine_ceiling": round(ceiling, 2),
+        "note": "4 cells, warm workers; cold_ratio includes starting them; machine_ceiling is "
+                "the 2-process speed-up of pure CPU work measured just before (≈ 2 on 2 idle "
+                "cores)",
+    })
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def test_ray_overhead_per_task(benchmark, local_ray):
+    n = 50
+    tasks = [[i] for i in range(n)]
+    list(RayBackend().map(len, tasks[:4]))  # warm: workers started, function exported
+    t0 = time.perf_counter()
+    list(SerialBackend().map(len, tasks))
+    base = time.perf_counter() - t0
+    benchmark.pedantic(lambda: list(RayBackend().map(len, tasks)), rounds=3, iterations=1)
+    per_task_ms = (benchmark.stats.stats.median - base) / n * 1e3
+    benchmark.extra_info.update({
+        "issue": 7,
+        "overhead_ms_per_task": round(per_task_ms, 2),
+        "tasks": n,
+        "note": "no target: one sweep cell should run ≫ this (≥ 1 s) for Ray to pay off",
+    })

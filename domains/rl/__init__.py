@@ -1,0 +1,29 @@
+"""RL-policy domain: gymnasium policies behaviour-cloned on expert demonstrations mixed with
+their own rollouts (registered as ``rl``).
+
+Importing this package registers the ``top_return`` curate hook. gymnasium and torch are
+imported only when a loop is first used.
+"""
+
+from domains.rl.curation import top_return
+from domains.rl.data import Transitions
+from domains.rl.experts import CartPoleLQRExpert, PendulumSwingUpExpert, Task, make_task
+from domains.rl.loop import BehaviorCloningLoop
+from domains.rl.policy import PolicySpec, PolicyState, fit_bc
+from domains.rl.rollouts import Rollouts, make_runner, rollout
+
+__all__ = [
+    "BehaviorCloningLoop",
+    "CartPoleLQRExpert",
+    "PendulumSwingUpExpert",
+    "PolicySpec",
+    "PolicyState",
+    "Rollouts",
+    "Task",
+    "Transitions",
+    "fit_bc",
+    "make_runner",
+    "make_task",
+    "rollout",
+    "top_return",
+]

@@ -1,0 +1,133 @@
+"""Backends: choice and errors, one thread per local worker, and the same numbers from the
+serial, local (loky) and Ray backends for the same seeds."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stabfw.backends import LocalBackend, RayBackend, SerialBackend, make_backend, worker_info
+from stabfw.config import ConfigError, parse_config
+from stabfw.sweep import run_sweep
+
+GRID = {"loop.lam": [0.5, ".inf"], "loop.vectorize": ["never", "always"]}
+
+
+def _cfg():
+    return parse_config({
+        "domain": {"name": "gaussian", "dim": 2, "n": 12},
+        "loop": {"generations": 4, "seeds": 3},
+        "output": {"report": False, "progress": False},
+        "sweep": {"grid": GRID},
+    })
+
+
+def _cells(out):
+    """params and metrics of every cell of a sweep directory."""
+    res = {}
+    for d in sorted((out / "cells").iterdir()):
+        with np.load(d / "params.npz") as z:
+            res[d.name] = (z["params"], pd.read_csv(d / "metrics.csv"))
+    return res
+
+
+def _assert_same(a, b):
+    assert sorted(a) == sorted(b) and len(a) == 4
+    for name in a:
+        np.testing.assert_array_equal(a[name][0], b[name][0], err_msg=name)
+        pd.testing.assert_frame_equal(a[name][1], b[name][1], check_exact=True)
+
+
+def test_make_backend_choices_and_errors():
+    assert isinstance(make_backend("serial"), SerialBackend)
+    assert isinstance(make_backend("local", workers=2), LocalBackend)
+    assert isinstance(make_backend("local", workers=1), SerialBackend)  # nothing to share
+    assert isinstance(make_backend("auto", workers=2, n_tasks=1), SerialBackend)
+    assert isinstance(make_backend("auto", workers=2, n_tasks=3), LocalBackend)
+    assert isinstance(make_backend("ray", workers=2), RayBackend)  # Ray starts lazily
+    with pytest.raises(ConfigError, match=r"unknown backend 'spark'.*local"):
+        make_backend("spark")
+    with pytest.raises(ConfigError, match=r"sweep\.workers"):
+        make_backend("local", workers=0)
+    with pytest.raises(ConfigError, match="only used by backend 'ray'"):
+        make_backend("local", address="ray://head:10001")
+    with pytest.raises(ConfigError, match="storage"):
+        make_backend("ray", storage="s3")
+
+
+def test_local_workers_are_other_processes_with_one_blas_thread_each():
+    info = list(LocalBackend(workers=2).map(worker_info, [{}] * 2))
+    assert all(i["pid"] != os.getpid() for i in info)
+    assert all(i["blas"] in (None, 1) for i in info), info
+    # read by OpenMP/MKL and torch when they start inside a task
+    assert all(i["OMP_NUM_THREADS"] == "1" for i in info), info
+
+
+@pytest.mark.slow  # importing torch in two workers: ~10-30 s on 2 shared cores
+def test_torch_imported_inside_a_local_worker_has_one_thread():
+    info = list(LocalBackend(workers=2).map(worker_info, [{"import_torch": True}] * 2))
+    assert all(i["torch"] == 1 for i in info), info
+
+
+def test_ray_return_storage_writes_the_returned_files_on_the_driver(tmp_path):
+    from stabfw.backends import _ray_call, _write_returned
+
+    def fake_cell(task):  # what run_cell does: write files into task["dir"]
+        from pathlib import Path
+
+        (Path(task["dir"]) / "sub").mkdir(parents=True)
+        (Path(task["dir"]) / "a.txt").write_text("A")
+        (Path(task["dir"]) / "sub" / "b.bin").write_bytes(b"\x00\x01")
+        return {"status": "done", "dir_seen": task["dir"]}
+
+    target = tmp_path / "cells" / "x"
+    out = _ray_call(fake_cell, {"dir": str(target)}, "return")
+    assert not target.exists()  # the worker wrote to scratch space only
+    assert out["result"]["dir_seen"] != str(target)
+    assert _write_returned(out)["status"] == "done"
+    assert (target / "a.txt").read_text() == "A"
+    assert (target / "sub" / "b.bin").read_bytes() == b"\x00\x01"
+
+
+def test_ray_backend_without_ray_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ConfigError, match=r"stabfw\[distributed\]"):
+        list(RayBackend().map(worker_info, [{}]))
+
+
+def test_local_backend_gives_the_serial_numbers(tmp_path):
+    run_sweep(_cfg(), tmp_path / "serial", backend="serial")
+    res = run_sweep(_cfg(), tmp_path / "local", backend="local", workers=2)
+    assert res.backend == "local" and not res.failed
+    _assert_same(_cells(tmp_path / "serial"), _cells(tmp_path / "local"))
+
+
+@pytest.fixture
+def local_ray():
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow  # starting Ray takes 10-40 s on 2 shared cores
+def test_ray_backend_gives_the_serial_numbers(tmp_path, local_ray):
+    run_sweep(_cfg(), tmp_path / "serial", backend="serial")
+    res = run_sweep(_cfg(), tmp_path / "ray", backend="ray")
+    assert res.backend == "ray" and not res.failed, [r.error for r in res.results.values()]
+    _assert_same(_cells(tmp_path / "serial"), _cells(tmp_path / "ray"))
+
+    # workers that do not share the driver's disk send the files back instead
+    tasks = [{"name": c.name, "config": c.config, "dir": str(tmp_path / "ret" / "cells" / c.name),
+              "resume": False, "registration": None} for c in res.cells]
+    from stabfw.sweep import run_cell
+
+    out = list(RayBackend(storage="return").map(run_cell, tasks))
+    assert {o["status"] for o in out} == {"done"}
+    _assert_same(_cells(tmp_path / "serial"), _cells(tmp_path / "ret"))
+    info = list(RayBackend().map(worker_info, [{"import_torch": True}]))
+    assert info[0]["torch"] == 1 and info[0]["pid"] != os.getpid()

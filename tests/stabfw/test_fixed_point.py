@@ -1,0 +1,145 @@
+"""FixedPointAnalyzer: verdicts, rates and levels on loops with closed forms (C5–C7)."""
+
+import math
+
+import numpy as np
+import pytest
+
+import stabfw
+from domains.gaussian import GaussianLoop
+from stabfw.fixed_point import FixedPointAnalyzer
+
+
+class BernoulliCoin(stabfw.SelfConsumingLoop):
+    """The API sketch's example: a coin's bias refitted on its own flips."""
+
+    def __init__(self, n=100, p_true=0.3):
+        self.n, self.p_true = n, p_true
+
+    def real_data(self, rng):
+        return (rng.random(self.n) < self.p_true).astype(float)
+
+    def fit(self, data, init, rng):
+        return float(np.mean(data))
+
+    def generate(self, state, n, rng):
+        return (rng.random(n) < state).astype(float)
+
+    def params(self, state):
+        return np.array([state])
+
+    def with_params(self, state, theta):
+        return float(theta[0])
+
+
+def _ar_paths(J, c, seeds=40, T=60, noise=0.0, x0=None, seed=0):
+    """θ_{t+1} = c + J(θ_t − c) + noise, from x0 (default: c + 1)."""
+    rng = np.random.default_rng(seed)
+    J = np.atleast_2d(J)
+    d = J.shape[0]
+    X = np.zeros((seeds, T + 1, d))
+    X[:, 0] = (np.asarray(c) + 1.0) if x0 is None else x0
+    for t in range(T):
+        X[:, t + 1] = c + (X[:, t] - c) @ J.T + noise * rng.standard_normal((seeds, d))
+    return X
+
+
+def test_gaussian_mean_lambda_mixing_is_stationary_noise_with_rate_lambda_over_one_plus_lambda():
+    """C6: Gaussian mean, known σ = 1, n = 50, λ = 1: AR(1) with coefficient 1/2 around x̄,
+    stationary Var θ_∞ = λσ²/(n(1+2λ)) = 0.006667."""
+    cfg = stabfw.RetrainConfig(lam=1.0, generations=60, seeds=300)
+    traj = stabfw.run_loop(GaussianLoop(dim=1, n=50, covariance="known"), cfg)
+    fp = FixedPointAnalyzer().analyze(traj)
+    assert fp.verdict == "stationary-noise", fp.reason
+    assert fp.rate_ci[0] < 0.5 < fp.rate_ci[1]
+    assert abs(fp.rate - 0.5) < 0.05
+    # θ* = x̄ and E θ_∞ = x̄: the stationary mean squared distance is the stationary variance.
+    # Its estimate pools 300 seeds × 20 generations with lag-1 correlation 1/2 (≈ 12 effective
+    # draws per seed): relative standard error √(2/3600) ≈ 2.4 %, so 4 SE ≈ 10 %.
+    assert fp.stationary_level**2 == pytest.approx(1.0 / (50 * 3), rel=0.10)
+    assert fp.distance_mean.shape == (61,) and fp.distance_mean[0] == 0.0
+    assert fp.to_dict()["verdict"] == "stationary-noise"
+
+
+def test_api_sketch_bernoulli_coin():
+    cfg = stabfw.RetrainConfig(lam=1.0, generations=50, seeds=200)
+    fp = stabfw.FixedPointAnalyzer().analyze(stabfw.run_loop(BernoulliCoin(), cfg))
+    assert fp.verdict == "stationary-noise"
+    assert fp.rate_ci[0] < 0.5 < fp.rate_ci[1]
+
+
+def test_fully_synthetic_gaussian_collapses_in_theta_and_in_its_variance():
+    """C5: fully synthetic ML variance decays like ((n−1)/n)^t in mean and to 0 a.s."""
+    cfg = stabfw.RetrainConfig(policy="fully_synthetic", generations=100, seeds=100)
+    traj = stabfw.run_loop(GaussianLoop(dim=2, n=20), cfg)
+    fa = FixedPointAnalyzer()
+    assert fa.analyze(traj).verdict == "collapsing"
+    var = fa.analyze(traj, metric="cov_trace")
+    assert var.verdict == "collapsing", var.reason
+    assert var.evidence["final_over_initial"] < 1e-2
+
+
+def test_fully_synthetic_mean_random_walk_diverges():
+    """C7 (replace): E‖μ_t − μ*‖² = (t+1)dσ²/n grows without bound."""
+    cfg = stabfw.RetrainConfig(policy="fully_synthetic", generations=80, seeds=200)
+    fp = FixedPointAnalyzer().analyze(stabfw.run_loop(GaussianLoop(dim=1, n=20,
+                                                                   covariance="known"), cfg))
+    assert fp.verdict == "diverging", fp.reason
+    # the mean squared distance grows like t·σ²/n (here without the +1: θ_0 is θ*)
+    assert fp.distance_mean[-1] ** 2 < 10 * 80 / 20
+
+
+def test_deterministic_contraction_converges_and_reports_the_spectral_radius():
+    J = np.array([[0.8, 0.3], [0.0, 0.5]])
+    X = _ar_paths(J, c=np.array([1.0, -2.0]), T=200, x0=np.array([0.0, 0.0]))
+    fp = FixedPointAnalyzer().analyze(X)
+    assert fp.verdict == "converged", fp.reason
+    assert fp.rate == pytest.approx(0.8, abs=1e-6)
+    assert fp.evidence["rate_fit"] == "VAR(1)"
+
+
+def test_theta_that_never_moves_is_converged():
+    X = np.ones((3, 10, 2))
+    fp = FixedPointAnalyzer().analyze(X)
+    assert fp.verdict == "converged" and "never leaves" in fp.reason
+
+
+def test_sign_flipping_dynamics_oscillate():
+    X = _ar_paths(np.array([[-0.9]]), c=np.array([0.0]), noise=0.1, T=80)
+    fp = FixedPointAnalyzer().analyze(X)
+    assert fp.verdict == "oscillating", fp.reason
+    assert fp.eigenvalue.real < -0.8
+
+
+def test_explosive_and_nonfinite_trajectories_diverge():
+    X = _ar_paths(np.array([[1.08]]), c=np.array([0.0]), noise=0.01, T=60)
+    fp = FixedPointAnalyzer().analyze(X)
+    assert fp.verdict == "diverging", fp.reason
+    assert fp.rate > 1.0
+    X[:, 30:] = np.inf
+    fp = FixedPointAnalyzer().analyze(X)
+    assert fp.verdict == "diverging" and fp.evidence["first_nonfinite_generation"] == 30
+
+
+def test_noisy_ar_rate_is_unbiased_after_the_jackknife():
+    """Within-AR(1) on short panels is biased by −(1+ρ)/T (Nickell); the jackknife fixes it."""
+    X = _ar_paths(np.array([[0.7]]), c=np.array([0.0]), noise=1.0, T=20, seeds=2000, x0=0.0)
+    fp = FixedPointAnalyzer(n_bootstrap=50).analyze(X)
+    # SE of the pooled estimate ≈ sqrt((1−ρ²)/(seeds·T)) ≈ 0.0036. The within estimator's
+    # bias is −0.094 here (Nickell's formula, T = 20); the jackknife leaves ≈ +0.009 (O(1/T²)).
+    within = stabfw.fixed_point._ar_fit(X, vector=True)[0].real
+    assert within == pytest.approx(0.7 - 0.094, abs=0.015)
+    assert abs(fp.rate - 0.7) < 0.02
+
+
+def test_bad_input_is_rejected():
+    with pytest.raises(ValueError, match="generations"):
+        FixedPointAnalyzer().analyze(np.zeros((2, 2, 1)))
+
+
+def test_rate_ci_falls_back_to_standard_error_with_few_seeds():
+    X = _ar_paths(np.array([[0.5]]), c=np.array([0.0]), noise=1.0, T=400, seeds=2, x0=0.0)
+    fp = FixedPointAnalyzer().analyze(X)
+    assert fp.verdict == "stationary-noise"
+    assert fp.rate_ci[0] < fp.rate < fp.rate_ci[1]
+    assert math.isfinite(fp.rate_ci[1]) and fp.rate_ci[1] - fp.rate_ci[0] < 0.3

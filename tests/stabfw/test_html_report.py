@@ -1,0 +1,176 @@
+"""The HTML report: well-formed, self-contained, and holding what it claims (checked with
+an HTML parser, and in headless Chromium when it is installed)."""
+
+import base64
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from stabfw import cli
+from stabfw.config import parse_config
+from stabfw.experiment import run_single
+from stabfw.html_report import write_report
+from stabfw.sweep import run_sweep
+
+VOID = {"meta", "img", "br", "hr", "link", "input", "col", "source"}
+
+
+class Page(HTMLParser):
+    """Checks that tags nest, and collects images, links, sections' text and tables."""
+
+    def __init__(self, text):
+        super().__init__(convert_charrefs=True)
+        self.stack, self.errors, self.imgs, self.links, self.sources = [], [], [], [], []
+        self.section, self.text, self.cells = None, {}, []
+        self.feed(text)
+        self.close()
+        if self.stack:
+            self.errors.append(f"unclosed: {self.stack}")
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag not in VOID:
+            self.stack.append(tag)
+        if tag == "img":
+            self.imgs.append(attrs)
+        if tag == "a":
+            self.links.append(attrs.get("href"))
+        for key in ("src", "href"):
+            if key in attrs:
+                self.sources.append(attrs[key])
+        if tag == "section":
+            self.section = attrs.get("id")
+
+    def handle_endtag(self, tag):
+        if tag in VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+            return
+        self.stack.pop()
+
+    def handle_data(self, data):
+        if self.section:
+            self.text[self.section] = self.text.get(self.section, "") + data
+        if self.stack and self.stack[-1] == "td":
+            self.cells.append(data)
+
+
+def _check_self_contained(page, root):
+    assert page.errors == []
+    assert all(not s.startswith(("http:", "https:", "//", "file:")) for s in page.sources)
+    pngs = {p.name: p.read_bytes() for p in root.glob("*.png")}
+    assert sorted(i["alt"] for i in page.imgs) == sorted(pngs)
+    for img in page.imgs:
+        head, _, data = img["src"].partition(",")
+        assert head == "data:image/png;base64"
+        assert base64.b64decode(data) == pngs[img["alt"]]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = parse_config({"domain": {"name": "gaussian", "dim": 1, "n": 10},
+                        "loop": {"lam": 0.5, "generations": 4, "seeds": [3, 5, 8]},
+                        "output": {"progress": False}})
+    run_single(cfg, out)
+    return out
+
+
+def test_run_page_is_self_contained_and_holds_what_it_claims(run_dir):
+    html = (run_dir / "report.html").read_text()
+    page = Page(html)
+    _check_self_contained(page, run_dir)
+    assert [i["alt"] for i in page.imgs] == ["report.png"]
+    config = page.text["configuration"]
+    assert "policy: fixed_real" in config and "lam: 0.5" in config and "name: gaussian" in config
+    assert "3, 5, 8 (3 seeds)" in page.text["seeds"]
+    versions = page.text["versions"]
+    assert np.__version__ in versions and "numpy" in versions and "python" in versions
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for name, stats in summary["metrics"].items():
+        assert name in page.text["metrics"]
+        assert f"{stats['final_mean']:.5g}" in page.cells
+    assert "No analyzer results" in page.text["analyzer-results"]
+
+
+def test_analyzer_results_appear_in_a_table(run_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["analysis"] = {"jacobian": {"spectral_radius": 0.3333333, "method": "dense",
+                                        "eigenvalues": [0.3333333, 0.25]},
+                           "fixed_point": {"verdict": "stationary-noise", "rate": 0.31}}
+    (run / "summary.json").write_text(json.dumps(summary))
+    assert cli.main(["report", str(run)]) == 0
+    page = Page((run / "report.html").read_text())
+    assert page.errors == []
+    text = page.text["analyzer-results"]
+    for expect in ("jacobian", "spectral_radius", "0.33333", "dense", "fixed_point", "verdict",
+                   "stationary-noise", "0.31"):
+        assert expect in text, expect
+    assert cli.main(["report", str(tmp_path / "nothing")]) == 1
+    assert "neither a run directory" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    cfg = parse_config({"domain": {"name": "gaussian", "dim": 1, "n": 10},
+                        "loop": {"generations": 3, "seeds": 4},
+                        "output": {"progress": False},
+                        "sweep": {"grid": {"loop.lam": [0.5, ".inf"]}, "backend": "serial",
+                                  "stability": {"quantity": "final:cov_trace",
+                                                "threshold": 0.9}}})
+    run_sweep(cfg, out)
+    return out
+
+
+def test_sweep_page_links_cells_and_shows_the_critical_value(sweep_dir):
+    page = Page((sweep_dir / "report.html").read_text())
+    _check_self_contained(page, sweep_dir)
+    assert {"report.png", "stability.png"} <= {i["alt"] for i in page.imgs}
+    cells = [p for p in page.links if p and p.startswith("cells/")]
+    assert sorted(cells) == ["cells/lam=0.5/report.html", "cells/lam=inf/report.html"]
+    assert all((sweep_dir / c).is_file() for c in cells)
+    found = json.loads((sweep_dir / "stability.json").read_text())
+    assert found["critical"] and found["critical"][0]["text"] in page.text["critical-values"]
+    assert "0–3 (4 seeds) in every cell" in page.text["seeds"]
+    assert "lam=inf" in page.text["cells"] and "loop.lam" in page.text["overview"]
+    assert ".inf" in page.text["configuration"]  # ∞ kept, not written as null
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium (apt-get install chromium)")
+def test_pages_render_in_headless_chromium(run_dir, sweep_dir, tmp_path):
+    """Every embedded image decodes in a real browser (naturalWidth > 0)."""
+    probe = ("<script>window.onload=function(){var n=0,im=document.images;"
+             "for(var i=0;i<im.length;i++){if(im[i].complete&&im[i].naturalWidth>0)n++;}"
+             "document.title='loaded '+n+' of '+im.length;};</script></body>")
+    for root in (run_dir, sweep_dir):
+        page = tmp_path / f"{root.name}.html"
+        page.write_text((root / "report.html").read_text().replace("</body>", probe))
+        n_img = len(Page((root / "report.html").read_text()).imgs)
+        dom = subprocess.run(
+            [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
+             "--dump-dom", page.as_uri()],
+            capture_output=True, text=True, timeout=120).stdout
+        assert f"<title>loaded {n_img} of {n_img}</title>" in dom, dom[:300]
+        assert "stabfw" in dom
+
+
+def test_write_report_to_another_path(run_dir, tmp_path):
+    target = write_report(run_dir, tmp_path / "elsewhere.html")
+    assert target == tmp_path / "elsewhere.html"
+    assert target.read_text() == (run_dir / "report.html").read_text()

@@ -1,0 +1,84 @@
+"""Fixed-point solvers: Picard and Anderson on maps with known fixed points."""
+
+import numpy as np
+import pytest
+
+import stabfw
+from stabfw.solvers import anderson, picard, solve_fixed_point
+
+
+def _linear_map(rho: float, d: int = 20, seed: int = 0):
+    """G(x) = A x + b with a non-normal A of spectral radius ``rho``; fixed point known."""
+    rng = np.random.default_rng(seed)
+    S = np.eye(d) + 0.3 * rng.standard_normal((d, d)) / np.sqrt(d)
+    eig = rho * np.linspace(1.0, 0.2, d)
+    A = S @ np.diag(eig) @ np.linalg.inv(S)
+    b = rng.standard_normal(d)
+    x_star = np.linalg.solve(np.eye(d) - A, b)
+    return (lambda x: A @ x + b), x_star
+
+
+@pytest.mark.parametrize("solver", [picard, anderson])
+def test_linear_contraction_reaches_the_known_fixed_point(solver):
+    G, x_star = _linear_map(0.9)
+    sol = solver(G, np.zeros_like(x_star), tol=1e-10, max_iter=2000)
+    assert sol.status == "converged"
+    np.testing.assert_allclose(sol.fixed_point, x_star, atol=1e-8)
+    assert sol.residuals.size == sol.n_evaluations
+    assert sol.residual == sol.residuals.min() <= 1e-10
+
+
+def test_anderson_needs_fewer_evaluations_than_picard_at_rate_095():
+    G, x_star = _linear_map(0.95)
+    p = picard(G, np.zeros_like(x_star), tol=1e-8, max_iter=5000)
+    a = anderson(G, np.zeros_like(x_star), tol=1e-8, max_iter=5000)
+    assert p.converged and a.converged
+    # Picard needs ~log(1e-8)/log(0.95) ≈ 360 steps; Anderson is Krylov-like (≲ 2d)
+    assert a.n_evaluations < p.n_evaluations / 4
+
+
+def test_nonlinear_map_componentwise_cosine():
+    # x = cos(x) has the Dottie number as its unique fixed point
+    for method in ("picard", "anderson"):
+        sol = solve_fixed_point(np.cos, np.zeros(3), method=method, tol=1e-12)
+        np.testing.assert_allclose(sol.fixed_point, 0.7390851332151607, atol=1e-11)
+
+
+def test_damped_picard_converges_where_plain_picard_oscillates():
+    G = lambda x: -1.5 * x + 2.5  # noqa: E731  fixed point 1, slope −1.5
+    assert picard(G, [0.0], tol=1e-10, max_iter=200).status == "diverged"
+    sol = picard(G, [0.0], tol=1e-10, max_iter=500, damping=0.5)
+    assert sol.converged and abs(sol.fixed_point[0] - 1.0) < 1e-9
+
+
+def test_best_iterate_is_kept_when_the_iteration_diverges():
+    G = lambda x: 2.0 * x + 1.0  # noqa: E731  repelling fixed point −1
+    sol = picard(G, [0.0], tol=1e-12, max_iter=100)
+    assert sol.status == "diverged"
+    assert sol.fixed_point[0] == 0.0  # the start had the smallest residual
+
+
+def test_max_iter_status_and_bad_arguments():
+    G, x_star = _linear_map(0.99)
+    assert picard(G, np.zeros_like(x_star), max_iter=5).status == "max_iter"
+    with pytest.raises(ValueError, match="damping"):
+        picard(G, np.zeros_like(x_star), damping=0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        solve_fixed_point(G, np.zeros_like(x_star), method="newton")
+
+
+def test_solve_on_a_loop_finds_the_fixed_point_of_its_crn_map():
+    """Gaussian mean, known σ: with common random numbers G(μ) = a + bμ, b = m/(n+m)."""
+    from domains.gaussian import GaussianLoop
+
+    loop = GaussianLoop(dim=2, n=40, covariance="known")
+    cfg = stabfw.RetrainConfig(lam=1.5, seeds=[3])
+    G = stabfw.RetrainingMap(loop, cfg)
+    a = G(np.zeros(2))
+    b = 60 / 100
+    expected = a / (1 - b)
+    for method in ("picard", "anderson"):
+        sol = stabfw.FixedPointAnalyzer().solve(loop, cfg, method=method, tol=1e-12, rtol=0)
+        assert sol.status == "converged"
+        np.testing.assert_allclose(sol.fixed_point, expected, atol=1e-10)
+        assert sol.info["theta_star_residual"] > 0  # θ* is not a fixed point of a finite-sample map

@@ -1,0 +1,158 @@
+"""Sweeps: grid expansion and its errors, skipping finished cells, index and aggregates."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stabfw import cli, registry
+from stabfw.config import ConfigError, parse_config
+from stabfw.experiment import run_config
+from stabfw.runner import run_loop
+from stabfw.sweep import _short_keys, expand_grid, is_finished, run_sweep
+
+
+def _cfg(grid, **loop):
+    raw = {
+        "domain": {"name": "gaussian", "dim": 1, "n": 8},
+        "loop": {"policy": "fixed_real", "generations": 3, "seeds": 3, **loop},
+        "output": {"report": False, "progress": False},
+        "sweep": {"grid": grid, "backend": "serial"},
+    }
+    return parse_config(raw)
+
+
+# --- grid ---------------------------------------------------------------------------
+def test_expand_grid_is_the_cartesian_product_with_values_applied():
+    cells = expand_grid(_cfg({"loop.lam": [0, 0.5, ".inf"], "domain.n": [8, 16]}))
+    assert len(cells) == 6
+    names = [c.name for c in cells]
+    assert names[:2] == ["lam=0,n=8", "lam=0,n=16"]
+    assert "lam=inf,n=16" in names
+    for c in cells:
+        assert c.config.sweep is None
+        assert c.config.domain.params["n"] == c.overrides["domain.n"]
+        assert c.config.loop.lam == c.overrides["loop.lam"]
+    assert cells[-1].overrides["loop.lam"] == math.inf
+
+
+def test_expand_grid_sweeps_policies_and_seed_lists():
+    cells = expand_grid(_cfg({"loop.policy": ["fixed_real", "accumulate"],
+                              "loop.seeds": [[0, 1], [5, 6, 7]]}))
+    assert [c.name for c in cells] == [
+        "policy=fixed_real,seeds=0-1", "policy=fixed_real,seeds=5-6-7",
+        "policy=accumulate,seeds=0-1", "policy=accumulate,seeds=5-6-7"]
+    assert cells[1].config.loop.seed_list == [5, 6, 7]
+
+
+def test_grid_errors_name_the_cell_and_the_field():
+    with pytest.raises(ConfigError, match=r"lam=-1.*loop\.lam"):
+        expand_grid(_cfg({"loop.lam": [0.5, -1]}))
+    with pytest.raises(ConfigError, match=r"domain\.colour"):
+        expand_grid(_cfg({"domain.colour": ["red"]}))
+    with pytest.raises(ConfigError, match=r"loop\.lamda"):
+        expand_grid(_cfg({"loop.lamda": [1]}))
+    with pytest.raises(ConfigError, match="share the directory name"):
+        expand_grid(_cfg({"loop.lam": [1, 1]}))
+    with pytest.raises(ConfigError, match=r"lam=1 and lam=1\.0 are the same configuration"):
+        expand_grid(_cfg({"loop.lam": [1, 1.0]}))
+    with pytest.raises(ConfigError, match=r"sweep\.grid.*domain\. or loop\."):
+        _cfg({"output.dir": ["a"]})
+    with pytest.raises(ConfigError, match="must not be empty"):
+        _cfg({"loop.lam": []})
+    with pytest.raises(ConfigError, match=r"sweep\.backend"):
+        parse_config({"domain": {"name": "gaussian"},
+                      "sweep": {"grid": {"loop.lam": [1]}, "backend": "spark"}})
+
+
+def test_short_names_fall_back_to_the_full_key_when_they_clash():
+    assert _short_keys(["domain.n", "loop.n", "loop.lam"]) == {
+        "domain.n": "domain.n", "loop.n": "loop.n", "loop.lam": "lam"}
+
+
+# --- running ------------------------------------------------------------------------
+def test_cells_equal_independent_runs_and_index_and_aggregates(tmp_path):
+    cfg = _cfg({"loop.lam": [0.5, 2.0]})
+    runs = run_config(cfg, tmp_path)  # the old entry point delegates to the sweep
+    assert sorted(runs) == ["lam=0.5", "lam=2.0"]
+    for cell in expand_grid(cfg):
+        alone = run_loop(registry.make("gaussian", dim=1, n=8), cell.config.loop)
+        np.testing.assert_array_equal(runs[cell.name].params, alone.params)
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert [c["cell"] for c in index["cells"]] == ["lam=0.5", "lam=2.0"]
+    assert {c["status"] for c in index["cells"]} == {"done"}
+    assert index["grid"] == {"loop.lam": [0.5, 2.0]}
+    agg = pd.read_csv(tmp_path / "aggregates.csv")
+    for _, row in agg.iterrows():
+        m = pd.read_csv(tmp_path / "cells" / row["cell"] / "metrics.csv")
+        last = m[m["generation"] == 3]["mean_sq_err_true"]
+        assert row["mean_sq_err_true.final_mean"] == pytest.approx(last.mean(), rel=1e-9)
+        assert row["loop.lam"] in (0.5, 2.0)
+
+
+def test_rerun_skips_finished_cells_and_reruns_changed_or_missing_ones(tmp_path):
+    cfg = _cfg({"loop.lam": [0.5, 1.0]})
+    first = run_sweep(cfg, tmp_path, progress=False)
+    assert {r.status for r in first.results.values()} == {"done"}
+    stamp = {c: (tmp_path / "cells" / c / "params.npz").stat().st_mtime_ns for c in first.results}
+
+    again = run_sweep(cfg, tmp_path, progress=False)
+    assert {r.status for r in again.results.values()} == {"skipped"}
+    assert stamp == {c: (tmp_path / "cells" / c / "params.npz").stat().st_mtime_ns
+                     for c in first.results}
+
+    # a grown grid runs only its new cell; a cell whose files went missing runs again
+    (tmp_path / "cells" / "lam=1.0" / "summary.json").unlink()
+    grown = run_sweep(_cfg({"loop.lam": [0.5, 1.0, 4.0]}), tmp_path, progress=False)
+    assert {n: r.status for n, r in grown.results.items()} == {
+        "lam=0.5": "skipped", "lam=1.0": "done", "lam=4.0": "done"}
+
+    # another configuration (more generations) is not "finished"
+    longer = _cfg({"loop.lam": [0.5]}, generations=4)
+    assert not is_finished(tmp_path / "cells" / "lam=0.5", expand_grid(longer)[0].config)
+    assert run_sweep(longer, tmp_path, progress=False).results["lam=0.5"].status == "done"
+
+
+def test_a_failing_cell_does_not_stop_the_others(tmp_path):
+    # a missing data file passes validation and fails when the cell runs
+    missing = str(tmp_path / "no-such.npy")
+    cfg = parse_config({"domain": {"name": "gaussian", "dim": 1, "n": 5},
+                        "loop": {"lam": 1, "generations": 2, "seeds": 2},
+                        "output": {"report": False, "progress": False},
+                        "sweep": {"grid": {"domain.data": [None, missing]},
+                                  "backend": "serial"}})
+    bad = next(c.name for c in expand_grid(cfg) if c.name != "data=None")
+    res = run_sweep(cfg, tmp_path)
+    assert res.failed == [bad]
+    assert res.results["data=None"].status == "done"
+    index = json.loads((tmp_path / "index.json").read_text())
+    failed = [c for c in index["cells"] if c["status"] == "failed"]
+    assert failed[0]["cell"] == bad and "no file at" in failed[0]["error"]
+    with pytest.raises(RuntimeError, match="1 sweep cell"):
+        run_config(cfg, tmp_path)
+
+
+def test_cli_sweep_and_its_errors(tmp_path, capsys):
+    config = tmp_path / "s.yaml"
+    config.write_text(
+        "domain: {name: gaussian, dim: 1, n: 8}\n"
+        "loop: {generations: 2, seeds: 2}\n"
+        "output: {report: false, progress: false}\n"
+        "sweep: {grid: {loop.lam: [0, 1]}}\n")
+    out = tmp_path / "out"
+    assert cli.main(["sweep", str(config), "--out", str(out), "--backend", "serial",
+                     "--set", "loop.generations=3"]) == 0
+    assert "2 cells, 0 already finished" in capsys.readouterr().out
+    assert cli.main(["sweep", str(config), "--out", str(out), "--backend", "serial",
+                     "--set", "loop.generations=3"]) == 0
+    assert "2 already finished" in capsys.readouterr().out
+    assert json.loads((out / "index.json").read_text())["config"]["loop"]["generations"] == 3
+
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("domain: {name: gaussian}\n")
+    assert cli.main(["sweep", str(plain), "--out", str(out)]) == 2
+    assert "no 'sweep:' section" in capsys.readouterr().err
+    assert cli.main(["sweep", str(config), "--out", str(out), "--workers", "0"]) == 2
+    assert "sweep.workers" in capsys.readouterr().err
