@@ -117,7 +117,11 @@ def _conditioner(params, u):
     import torch
 
     w1, b1, w2, b2 = params
-    hid = torch.tanh(u[:, None] * w1 + b1)
+    # fixed offsets spread the units' pre-activations: θ = 0 is then no stationary point of
+    # a unit (tanh(0) = 0 would make "dead" units whose parameters weight decay pins at 0,
+    # leaving directions that move neither the density nor the samples)
+    offset = torch.linspace(-2.0, 2.0, w1.shape[-1], dtype=w1.dtype)
+    hid = torch.tanh(u[:, None] * w1 + b1 + offset)
     out = hid @ w2.T + b2
     s = _S_MAX * torch.tanh(out[:, 0] / _S_MAX)
     return s, out[:, 1]
@@ -304,9 +308,8 @@ class Toy2DFlowLoop(SelfConsumingLoop):
         import torch
         from scipy.optimize import minimize
 
-        X = self._tensor(data)
-        theta0 = self._init_theta(X.numpy(), rng) if init is None else np.asarray(init.theta)
-        f = lambda t: self.loss(t, X)  # noqa: E731
+        f, points = self._objective(data)
+        theta0 = self._init_theta(points, rng) if init is None else np.asarray(init.theta)
         grad = torch.func.grad(f)
 
         def fun(x):
@@ -331,10 +334,26 @@ class Toy2DFlowLoop(SelfConsumingLoop):
             res = minimize(fun, x, jac=True, hess=hess, method="trust-exact",
                            options={"gtol": self.gtol, "maxiter": self.newton_iter})
             x, its = res.x, its + int(res.nit)
-            gmax = float(np.abs(res.jac).max())
+            g = res.jac
+            gmax = float(np.abs(g).max())
+            # the trust region stalls once loss differences are below rounding (~1e-16);
+            # plain Newton steps, kept while the gradient shrinks, finish the job
+            for _ in range(5):
+                if gmax <= self.gtol:
+                    break
+                x_new = x - np.linalg.solve(hess(x), g)
+                g_new = fun(x_new)[1]
+                if not float(np.abs(g_new).max()) < gmax:
+                    break
+                x, g, gmax, its = x_new, g_new, float(np.abs(g_new).max()), its + 1
         if not np.all(np.isfinite(x)):
             raise FloatingPointError("toy2d: the flow's fit produced non-finite parameters")
         return FlowState(np.asarray(x, dtype=float), gmax, its)
+
+    def _objective(self, data: Any):
+        """The training loss of ``data`` as a function of θ, and points for a cold start."""
+        X = self._tensor(data)
+        return (lambda t: self.loss(t, X)), X.numpy()
 
     def generate(self, state: FlowState, n: int, rng: np.random.Generator) -> np.ndarray:
         import torch

@@ -249,30 +249,57 @@ def analyze_run(
 
         loop = registry.make(cfg.domain.name, **cfg.domain.params)
 
+    maps: dict[int, Any] = {}
+
+    def retraining_map(seed: int | None):
+        """One map per replicate, shared by the analyzers: θ* is fitted once."""
+        from stabfw.fixed_point import RetrainingMap
+
+        s = cfg.loop.seed_list[0] if seed is None else seed
+        if s not in maps:
+            maps[s] = RetrainingMap(loop, cfg.loop, seed=s)
+        return maps[s]
+
+    solution = None
     if analysis.solve is not None:
-        from stabfw.fixed_point import FixedPointAnalyzer
+        from stabfw.solvers import solve_fixed_point
 
         o = analysis.solve
         _log(f"fixed-point solve ({o.method})", progress)
-        sol = FixedPointAnalyzer().solve(loop, cfg.loop, method=o.method, seed=o.seed, tol=o.tol,
-                                         rtol=o.rtol, max_iter=o.max_iter, damping=o.damping)
-        results["solve"] = sol.to_dict()
+        G = retraining_map(o.seed)
+        solution = solve_fixed_point(G, G.theta_star, method=o.method, tol=o.tol, rtol=o.rtol,
+                                     max_iter=o.max_iter, damping=o.damping)
+        results["solve"] = solution.to_dict() | {
+            "theta_star_residual": float(solution.residuals[0]),
+            "distance_to_theta_star": float(_norm(solution.fixed_point - G.theta_star)),
+            "seed": G.seed}
 
     jac_results: dict[str, Any] = {}
     if analysis.jacobian is not None:
         o = analysis.jacobian
+        G = retraining_map(o.seed)
+        at: Any = o.at
+        if o.at == "fixed_point":  # solved once for every method
+            if solution is None or (analysis.solve.seed or cfg.loop.seed_list[0]) != G.seed:
+                from stabfw.solvers import solve_fixed_point
+
+                _log("fixed-point solve (anderson) for the Jacobians", progress)
+                solution = solve_fixed_point(G, G.theta_star, method="anderson", rtol=1e-8,
+                                             max_iter=100)
+            at = solution
         jac = {}
         for method in o.methods:
             _log(f"Jacobian by {method} at {o.at}", progress)
             an = _jacobian_analyzer(method, o.spectrum, o.k, o.tol, o.seed, o.bounds, o.options)
-            res = an.analyze(loop, cfg.loop, at=o.at)
+            res = an.analyze(loop, cfg.loop, at=at, retraining_map=G)
             jac_results[res.method] = res
             jac[res.method] = res.to_dict()
         results["jacobian"] = jac
 
     if analysis.lambda_curve is not None:
         _log("ρ(J) against λ", progress)
-        results["lambda_curve"] = _lambda_curve(loop, cfg, analysis.lambda_curve, jac_results)
+        results["lambda_curve"] = _lambda_curve(loop, cfg, analysis.lambda_curve, jac_results,
+                                                maps)
 
     if analysis.critical_lambda is not None:
         from stabfw.critical import critical_lambda
@@ -297,16 +324,30 @@ def analyze_run(
     return results
 
 
-def _lambda_curve(loop: Any, cfg: Any, o: LambdaCurveOptions, jac: dict[str, Any]) -> dict[str, Any]:
+def _norm(x: Any) -> float:
     import numpy as np
+
+    return float(np.linalg.norm(x))
+
+
+def _lambda_curve(loop: Any, cfg: Any, o: LambdaCurveOptions, jac: dict[str, Any],
+                  maps: dict[int, Any] | None = None) -> dict[str, Any]:
+    import numpy as np
+
+    from stabfw.fixed_point import RetrainingMap
 
     rhos, ses, methods = [], [], []
     seeds = cfg.loop.seed_list[:o.replicates]
+    maps = {} if maps is None else maps
+    for s in seeds:  # θ* fitted once per seed, whatever λ
+        maps.setdefault(s, RetrainingMap(loop, cfg.loop, seed=s))
+    base = {s: maps[s] for s in seeds}
     for lam in o.lams:
         c = cfg.loop.model_copy(update={"lam": float(lam)})
         vals = []
         for s in seeds:
-            res = _jacobian_analyzer(o.method, seed=s, bounds=False, options=o.options).analyze(loop, c)
+            an = _jacobian_analyzer(o.method, seed=s, bounds=False, options=o.options)
+            res = an.analyze(loop, c, retraining_map=base[s].with_lam(lam))
             vals.append(res.spectral_radius)
             methods.append(res.method)
         rhos.append(float(np.mean(vals)))
@@ -328,9 +369,8 @@ def _lambda_curve(loop: Any, cfg: Any, o: LambdaCurveOptions, jac: dict[str, Any
 
         if is_differentiable(loop):
             from stabfw.bounds import estimate_constants
-            from stabfw.fixed_point import RetrainingMap
 
-            G = RetrainingMap(loop, cfg.loop)
+            G = maps[seeds[0]]
             consts = estimate_constants(loop, G.theta_star, G.real0)
             source = "estimated"
     if consts is not None:

@@ -79,7 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     from stabfw import html_report, sweep
-
     from stabfw.analysis import register_cli as analysis_cli
 
     if analysis_cli not in EXTENSIONS:

@@ -240,6 +240,16 @@ class RunConfig(_Strict):
     analysis: AnalysisConfig | None = None
     sweep: SweepConfig | None = None
 
+    def record(self) -> dict[str, Any]:
+        """The resolved run file as results record it: :meth:`to_dict` with the domain's
+        defaults filled in."""
+        from stabfw import registry
+
+        data = self.to_dict()
+        data["domain"] = {"name": self.domain.name,
+                          **registry.validate_params(self.domain.name, self.domain.params)}
+        return data
+
     def to_dict(self) -> dict[str, Any]:
         """A plain, YAML-safe dict of the resolved config."""
         data = self.model_dump(mode="json", exclude_none=True)

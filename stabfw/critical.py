@@ -129,6 +129,7 @@ def critical_lambda(
         raise ValueError("n_replicates must be ≥ 1")
     t0 = time.perf_counter()
     history: list[dict[str, Any]] = []
+    maps: dict[int, Any] = {}
     seeds = cfg.seed_list[:n_replicates]
     if len(seeds) < n_replicates:
         seeds = list(range(n_replicates))
@@ -136,6 +137,7 @@ def critical_lambda(
     def at(lam: float) -> dict[str, Any]:
         c = cfg.model_copy(update={"lam": lam})
         if criterion == "spectral_radius":
+            from stabfw.fixed_point import RetrainingMap
             from stabfw.jacobian import JacobianAnalyzer
 
             rhos = []
@@ -144,7 +146,10 @@ def critical_lambda(
                     method="finite_difference" if getattr(loop, "supports_with_params", False)
                     else "auto", bounds=False)
                 an = _with_seed(an, s)
-                rhos.append(an.analyze(loop, c).spectral_radius)
+                if s not in maps:  # θ* is fitted once per seed, whatever λ
+                    maps[s] = RetrainingMap(loop, cfg, seed=s)
+                rhos.append(an.analyze(loop, c, retraining_map=maps[s].with_lam(lam))
+                            .spectral_radius)
             rho = float(np.mean(rhos))
             se = float(np.std(rhos, ddof=1) / math.sqrt(len(rhos))) if len(rhos) > 1 else 0.0
             rec = {"lam": lam, "rho": rho, "rho_se": se, "rhos": [float(r) for r in rhos],

@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import math
-import re
 from pathlib import Path
-from typing import Any
 
 from stabfw import registry
 from stabfw.config import RunConfig
 from stabfw.report import plot_runs
 from stabfw.runner import run_loop
-from stabfw.sweep import Cell, expand_grid  # the sweep lives in stabfw.sweep (re-exported)
+from stabfw.sweep import Cell, _fmt, expand_grid  # the sweep lives in stabfw.sweep (re-exported)
 from stabfw.trajectory import Trajectory, write_json
 
 __all__ = ["Cell", "expand_grid", "run_config", "run_single"]
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float) and math.isinf(v):
-        return "inf"
-    return re.sub(r"[^A-Za-z0-9_.+-]", "-", str(v))
-
-
-def _record(cfg: RunConfig) -> dict[str, Any]:
-    record = cfg.to_dict()
-    record["domain"] = {"name": cfg.domain.name,
-                        **registry.validate_params(cfg.domain.name, cfg.domain.params)}
-    return record
 
 
 def run_single(cfg: RunConfig, out: str | Path, resume: bool = False) -> Trajectory:
@@ -35,7 +19,7 @@ def run_single(cfg: RunConfig, out: str | Path, resume: bool = False) -> Traject
     out = Path(out)
     loop = registry.make(cfg.domain.name, **cfg.domain.params)
     traj = run_loop(loop, cfg.loop, out_dir=out, resume=resume,
-                    progress=cfg.output.progress, record=_record(cfg))
+                    progress=cfg.output.progress, record=cfg.record())
     summary = traj.summary()
     summary["config"] = traj.config
     if cfg.analysis is not None:  # after the run: the analyzers of the analysis: section

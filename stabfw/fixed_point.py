@@ -88,15 +88,57 @@ class RetrainingMap:
         if self._ready:
             return
         loop, cfg, s = self.loop, self.config, self.seed
-        self.real0 = loop.real_data(stream(s, real_stream_generation(cfg.policy, 0), "real"))
-        self.n_real = loop.data_size(self.real0)
-        self.state_star = loop.fit(self.real0, None, stream(s, 0, "fit"))
-        self._theta_star = np.asarray(loop.params(self.state_star), dtype=float).copy()
+        self._real0 = loop.real_data(stream(s, real_stream_generation(cfg.policy, 0), "real"))
+        self._n_real = loop.data_size(self._real0)
+        self._state_star = loop.fit(self._real0, None, stream(s, 0, "fit"))
+        self._theta_star = np.asarray(loop.params(self._state_star), dtype=float).copy()
         g = self.generation
-        self.real = (self.real0 if cfg.policy != "fresh_real"
-                     else loop.real_data(stream(s, real_stream_generation(cfg.policy, g), "real")))
-        self.n_synthetic = cfg.n_synthetic(self.n_real)
+        self._real = (self._real0 if cfg.policy != "fresh_real"
+                      else loop.real_data(stream(s, real_stream_generation(cfg.policy, g), "real")))
+        self._n_synthetic = cfg.n_synthetic(self._n_real)
         self._ready = True
+
+    def with_lam(self, lam: float) -> RetrainingMap:
+        """The same replicate's map at another λ, reusing its real data and θ* fit."""
+        self._setup()
+        other = RetrainingMap(self.loop, self.config.model_copy(update={"lam": float(lam)}),
+                              seed=self.seed, generation=self.generation)
+        other.__dict__.update({k: v for k, v in self.__dict__.items()
+                               if k in ("_real0", "_n_real", "_state_star", "_theta_star",
+                                        "_real")})
+        other._n_synthetic = other.config.n_synthetic(self._n_real)
+        other._ready = True
+        return other
+
+    @property
+    def real0(self) -> Any:
+        """The replicate's real data at generation 0 (what θ* is fitted on)."""
+        self._setup()
+        return self._real0
+
+    @property
+    def real(self) -> Any:
+        """The real data this map's generation mixes in."""
+        self._setup()
+        return self._real
+
+    @property
+    def n_real(self) -> int:
+        """Number of real points."""
+        self._setup()
+        return self._n_real
+
+    @property
+    def n_synthetic(self) -> int:
+        """Synthetic points drawn by one evaluation."""
+        self._setup()
+        return self._n_synthetic
+
+    @property
+    def state_star(self) -> Any:
+        """The loop state fitted on real data."""
+        self._setup()
+        return self._state_star
 
     @property
     def theta_star(self) -> np.ndarray:

@@ -216,6 +216,7 @@ class _Torch:
         noise = loop.draw_noise(m, G.streams("generate")) if w_syn > 0 else None
         real = None if G.config.fully_synthetic else G.real
         self.H = MixedObjective(loop, real, noise, w_real, w_syn)
+        self.n_synthetic = m if w_syn > 0 else 0
         self.x = torch.as_tensor(np.asarray(x, dtype=np.float64))
         self.gradf = torch.func.grad(self.H.__call__, argnums=0)
         self.n_hvp = self.n_cvp = self.n_ctvp = 0
@@ -364,8 +365,8 @@ class JacobianAnalyzer:
         ``auto``: ``implicit`` for differentiable domains without curate/correct hooks,
         ``finite_difference`` otherwise.
     spectrum : {"auto", "dense", "power", "arnoldi"}
-        How to get eigenvalues from the operator (``auto``: dense up to
-        ``max_dense_dim``, Arnoldi above). ``empirical`` always uses its fitted matrix.
+        How to get eigenvalues from the operator (``auto``: the matrix when ``dense``
+        formed it or d ≤ 40, Arnoldi above). ``empirical`` always uses its fitted matrix.
     k : int
         Leading eigenvalues to report.
     tol : float
@@ -373,7 +374,7 @@ class JacobianAnalyzer:
     seed : int, optional
         The replicate whose streams define the map (default: the config's first seed).
     max_dense_dim : int
-        Largest θ for which ``dense`` (and ``spectrum="dense"``) is allowed.
+        Largest θ for which ``dense`` forms J.
     fd_step : float
         Finite-difference step, relative: ``h = fd_step·max(1, ‖θ‖)``.
     fd_scheme : {"central", "forward"}
@@ -475,7 +476,12 @@ class JacobianAnalyzer:
         return method
 
     def _point(self, G: RetrainingMap, at: Any) -> tuple[np.ndarray, str, dict[str, Any]]:
+        from stabfw.solvers import FixedPointSolution
+
         theta_star = G.theta_star
+        if isinstance(at, FixedPointSolution):  # a fixed point found already
+            return np.asarray(at.fixed_point, float), "fixed_point", {
+                "solve": at.to_dict() | {"fixed_point": None}}
         if at is None or (isinstance(at, str) and at == "theta_star"):
             return theta_star, "theta_star", {}
         if isinstance(at, str):
@@ -570,6 +576,9 @@ class JacobianAnalyzer:
         resid = float(np.linalg.norm(Y - J @ X) / max(np.linalg.norm(Y), 1e-300))
         info = {"n_trajectories": K, "n_steps": T, "perturbation_abs": eps, "rank": r,
                 "identified": r == d, "fit_residual": resid,
+                # a large condition number amplifies the map's nonlinearity into J: use
+                # at least d trajectories (their first snapshots are random directions)
+                "snapshot_condition": float(s[0] / s[r - 1]),
                 "reference_drift": float(np.linalg.norm(ref[-1] - x))}
         if r < d:
             info["_reduced_eigenvalues"] = np.linalg.eigvals(Ur.T @ Y @ Vr / sr)
@@ -603,7 +612,7 @@ class JacobianAnalyzer:
         info.update({"newton_iterations": its, "fit_grad_max": gmax,
                      "hessian_min_eig": float(eig[0]), "hessian_max_eig": float(eig[-1]),
                      "chord_steps": self.chord_steps,
-                     "n_synthetic": torch_.H.noise.shape[0] if torch_.H.noise is not None else 0,
+                     "n_synthetic": torch_.n_synthetic,
                      "fitted_point_shift": float(np.linalg.norm(th0.numpy() - gx))})
         if float(eig[0]) <= 0:
             info["warning"] = ("the mixed objective's Hessian is not positive definite at the "
@@ -652,30 +661,38 @@ class JacobianAnalyzer:
         op.info.update({"newton_iterations": its, "fit_grad_max": gmax,
                         "fitted_point_shift": float(np.linalg.norm(th.numpy() - gx)),
                         "preconditioner": self.preconditioner, "cg_tol": self.cg_tol,
-                        "n_synthetic": T.H.noise.shape[0] if T.H.noise is not None else 0})
+                        "n_synthetic": T.n_synthetic})
         op._torch_stats = (T, stats)
         return op
 
     # --- analysis ---------------------------------------------------------------------------
-    def analyze(self, loop: Any, config: Any, at: Any = None) -> JacobianResult:
+    def analyze(self, loop: Any, config: Any, at: Any = None,
+                retraining_map: RetrainingMap | None = None) -> JacobianResult:
         """Build J at ``at`` (θ* by default) and compute its spectrum.
 
         Parameters
         ----------
         loop : SelfConsumingLoop
         config : RetrainConfig or dict
-        at : None, "theta_star", "fixed_point" or array
+        at : None, "theta_star", "fixed_point", array or FixedPointSolution
+            Where to build J: θ* (default), the fixed point of the map (solved here, or
+            the one a :class:`~stabfw.solvers.FixedPointSolution` holds) or any θ.
+        retraining_map : RetrainingMap, optional
+            A map of ``loop`` and ``config`` built already (saves refitting θ*, e.g. over a
+            grid of λ with :meth:`RetrainingMap.with_lam`).
         """
         t0 = time.perf_counter()
-        G = RetrainingMap(loop, config, seed=self.seed)
+        G = retraining_map if retraining_map is not None else RetrainingMap(loop, config,
+                                                                               seed=self.seed)
         method = self._resolve_method(loop, G)
         op = self._build(loop, G, method, at)
         if method == "empirical":
             spec = _matrix_spectrum(op.matrix, self.k, op.info)
             n_mv = op.info["n_trajectories"] * op.info["n_steps"]
         else:
+            # auto: dense while forming J (d applications) is no dearer than Arnoldi's ~2·ncv
             spec = spectrum(op, method=self.spectrum, k=self.k, tol=self.tol,
-                            max_dense_dim=self.max_dense_dim)
+                            max_dense_dim=min(self.max_dense_dim, 40))
             n_mv = op.n_matvecs
         info = dict(op.info)
         info["spectrum_note"] = spec.note

@@ -307,11 +307,11 @@ def arnoldi(op: Any, k: int = 6, tol: float = 1e-3, ncv: int | None = None,
 
 
 def spectrum(op: Any, method: SpectrumMethod = "auto", k: int = 6, tol: float = 1e-3,
-             max_dense_dim: int = 200, **options: Any) -> Spectrum:
+             max_dense_dim: int = 40, **options: Any) -> Spectrum:
     """Spectral radius, norm and leading eigenvalues of ``op`` by ``method``.
 
-    ``auto`` uses the dense matrix when it is known or d ≤ ``max_dense_dim``, Arnoldi
-    otherwise.
+    ``auto`` uses the dense matrix when it is known or d ≤ ``max_dense_dim`` (forming it
+    costs d applications), Arnoldi otherwise.
     """
     op = _as_op(op)
     if method == "auto":

@@ -70,14 +70,18 @@ def _purpose_code(purpose: str) -> np.uint64:
 
 
 class KeyedGenerator(np.random.Generator):
-    """A numpy ``Generator`` that remembers the stream key it was built from.
+    """A numpy ``Generator`` that remembers the stream it was built from.
 
     Domains that vectorise over seeds read ``key`` to make counter-based draws that
-    match the vectorised path exactly; all other code uses it as a plain ``Generator``.
+    match the vectorised path exactly; domains that write per-replicate artifacts read
+    ``seed``, ``generation`` and ``purpose`` (``None`` when built from a bare key); all
+    other code uses it as a plain ``Generator``.
     """
 
-    def __init__(self, key: int | np.uint64):
+    def __init__(self, key: int | np.uint64, seed: int | None = None,
+                 generation: int | None = None, purpose: str | None = None):
         self.key = np.uint64(key)
+        self.seed, self.generation, self.purpose = seed, generation, purpose
         super().__init__(np.random.PCG64(np.random.SeedSequence(int(self.key))))
 
 
@@ -115,7 +119,7 @@ def stream(seed: int, generation: int, purpose: str) -> KeyedGenerator:
     g = 0x9E3779B97F4A7C15
     k = _mix_int((int(seed) + g) & _MASK)
     k = _mix_int(k ^ (((generation + 2) * g) & _MASK))
-    return KeyedGenerator(_mix_int(k ^ code))
+    return KeyedGenerator(_mix_int(k ^ code), int(seed), generation, purpose)
 
 
 def real_stream_generation(policy: str, generation: int) -> int:

@@ -164,14 +164,6 @@ def expand_grid(cfg: RunConfig) -> list[Cell]:
 
 
 # --- finished cells -----------------------------------------------------------------
-def _record(cfg: RunConfig) -> dict[str, Any]:
-    """The resolved run file as ``stabfw run`` records it (domain defaults filled in)."""
-    record = cfg.to_dict()
-    record["domain"] = {"name": cfg.domain.name,
-                        **registry.validate_params(cfg.domain.name, cfg.domain.params)}
-    return record
-
-
 def cell_identity(record: dict[str, Any]) -> dict[str, Any]:
     """The parts of a recorded config that decide a run's numbers (not ``output``/``sweep``)."""
     return {k: v for k, v in record.items() if k not in ("output", "sweep")}
@@ -187,7 +179,7 @@ def is_finished(run_dir: str | Path, cfg: RunConfig) -> bool:
         recorded = json.loads(summary.read_text()).get("config") or {}
     except (ValueError, OSError):
         return False
-    return cell_identity(recorded) == cell_identity(_record(cfg))
+    return cell_identity(recorded) == cell_identity(cfg.record())
 
 
 # --- running ------------------------------------------------------------------------

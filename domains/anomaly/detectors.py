@@ -104,6 +104,22 @@ class Detector:
         raise NotImplementedError(f"detector {self.name!r} has no density to sample from")
 
 
+def _lower_factor(cov: np.ndarray) -> np.ndarray:
+    """Cholesky factor; a numerically singular covariance (collinear features, a collapsed
+    fit) gets the smallest diagonal jitter, relative to its scale, that makes it work."""
+    try:
+        return np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        scale = np.maximum(np.abs(np.diagonal(cov, axis1=-2, axis2=-1)).mean(axis=-1), 1e-300)
+        eye = np.eye(cov.shape[-1])
+        for eps in 10.0 ** np.arange(-12, -2):
+            try:
+                return np.linalg.cholesky(cov + (eps * scale)[..., None, None] * eye)
+            except np.linalg.LinAlgError:
+                continue
+        raise
+
+
 def cov_to_logchol(cov: np.ndarray) -> np.ndarray:
     """Log-Cholesky vector of a covariance: row-major lower triangle of ``L`` (Σ = L Lᵀ)
     with ``log L_ii`` in place of the diagonal; batched over leading axes.
@@ -114,7 +130,7 @@ def cov_to_logchol(cov: np.ndarray) -> np.ndarray:
     """
     cov = np.asarray(cov, dtype=float)
     d = cov.shape[-1]
-    L = np.linalg.cholesky(cov)
+    L = _lower_factor(cov)
     rows, cols = np.tril_indices(d)
     out = L[..., rows, cols].copy()
     diag = rows == cols
@@ -132,10 +148,6 @@ def logchol_to_cov(v: np.ndarray, d: int) -> np.ndarray:
     vals[..., diag] = np.exp(vals[..., diag])
     L[..., rows, cols] = vals
     return L @ np.swapaxes(L, -1, -2)
-
-
-def _lower_factor(cov: np.ndarray) -> np.ndarray:
-    return np.linalg.cholesky(cov)
 
 
 def _gaussian_draws(mean: np.ndarray, cov: np.ndarray, n: int, rng: np.random.Generator):

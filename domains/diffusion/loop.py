@@ -34,8 +34,6 @@ _DEFAULT_SIZE = {"digits": 8, "cifar10": 32, "image_folder": 64}
 _DATASETS: dict[tuple, Any] = {}
 _COLD_FITS: OrderedDict[str, DiffusionState] = OrderedDict()
 _REFERENCE: dict[tuple, Any] = {}
-_SEED_SEARCH = 4096      # seeds searched when naming a sample grid (see _locate)
-_GENERATION_SEARCH = 1000
 
 
 def clear_caches() -> None:
@@ -85,24 +83,12 @@ def _digest(data) -> str:
     return h.hexdigest()
 
 
-def _locate(rng: np.random.Generator, hint: int) -> tuple[int, int] | None:
-    """(seed, generation) of a ``stabfw.streams`` metrics stream, found by matching its key.
-
-    The runner names streams by (seed, generation, purpose) and hands the domain only
-    the generator; grids are named by seed and generation, so the key is matched against
-    the streams of seeds ``0 … 4095`` at generation ``hint`` first, then ``0 … 1000``.
-    """
-    key = getattr(rng, "key", None)
-    if key is None:
-        return None
-    from stabfw.streams import stream_keys
-
-    seeds = np.arange(_SEED_SEARCH)
-    for g in [hint, *(g for g in range(_GENERATION_SEARCH + 1) if g != hint)]:
-        hit = np.flatnonzero(stream_keys(seeds, g, "metrics") == np.uint64(key))
-        if hit.size:
-            return int(hit[0]), g
-    return None
+def _code_digest() -> str:
+    """Hash of this package's source files (part of every cached fit's key)."""
+    h = hashlib.blake2b(digest_size=8)
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 class DiffusionLoop(SelfConsumingLoop):
@@ -183,6 +169,7 @@ class DiffusionLoop(SelfConsumingLoop):
     test_params: ClassVar[dict[str, Any]] = {
         "n_real": 48, "train_steps": 3, "finetune_steps": 2, "batch_size": 16,
         "sampling_steps": 2, "metric_samples": 24, "sample_batch_size": 32, "grid_size": 0,
+        "device": "cpu",
     }
 
     def __init__(
@@ -309,7 +296,7 @@ class DiffusionLoop(SelfConsumingLoop):
             find_inception_weights(self.inception_weights)  # fail now, not after training
         self._template = self._build().state_dict()
         self._ws = None
-        self._functional: dict[Any, Any] = {}
+        self._functional = None
         self._ready = True
 
     def _load_data(self):
@@ -321,10 +308,16 @@ class DiffusionLoop(SelfConsumingLoop):
                                           self.max_images)
         return _DATASETS[key]
 
-    def _build(self):
+    def _build(self, seed: int = 0):
+        """A fresh UNet, initialised from ``seed`` without touching the global torch RNG."""
+        import torch
+
         from domains.diffusion.models import build_unet
 
-        return build_unet(self.model, self._shape[0], self._size, self.model_overrides)
+        cuda = self._rt.device_type == "cuda"
+        with torch.random.fork_rng(devices=[torch.device(self._rt.device)] if cuda else []):
+            torch.manual_seed(seed)
+            return build_unet(self.model, self._shape[0], self._size, self.model_overrides)
 
     def _workspace(self):
         if self._ws is None:
@@ -386,15 +379,11 @@ class DiffusionLoop(SelfConsumingLoop):
         return x.cpu()
 
     def _initial_weights(self, seed: int) -> dict[str, Any]:
-        import torch
-
         if self.init_checkpoint is not None:
             from domains.diffusion.models import load_checkpoint
 
             return load_checkpoint(self.init_checkpoint, self._build())
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # UNet initialisation draws from the global RNG
-            return {k: v.clone() for k, v in self._build().state_dict().items()}
+        return self._build(seed).state_dict()
 
     def fit(self, data, init: DiffusionState | None, rng: np.random.Generator) -> DiffusionState:
         from domains.diffusion.training import train
@@ -442,6 +431,7 @@ class DiffusionLoop(SelfConsumingLoop):
         h = hashlib.blake2b(digest_size=16)
         h.update(repr((sorted(fields.items(), key=lambda kv: kv[0]), seed_init, seed_train,
                        torch.__version__, diffusers.__version__)).encode())
+        h.update(_code_digest().encode())  # a change to the training code invalidates it
         h.update(_digest(images).encode())
         return h.hexdigest()
 
@@ -558,16 +548,13 @@ class DiffusionLoop(SelfConsumingLoop):
         data set; writes the generation's sample grid when a directory is known."""
         self._setup()
         out = {"train_loss": float(state.train_loss), "nfe_per_image": float(self.nfe_per_image)}
-        use_features = self._features_kind != "none" and self.metric_samples > 0
+        if self._features_kind != "none" and self.metric_samples > 0:
+            images = self._sample_images(state, self.metric_samples,
+                                         int(rng.integers(0, 2**63)))
+            out.update(self._distribution_metrics(images))
         where = self._artifacts() if self.grid_size > 0 else None
-        n = max(self.metric_samples if use_features else 0, self.grid_size if where else 0)
-        if n == 0:
-            return out
-        images = self._sample_images(state, n, int(rng.integers(0, 2**63)))
-        if use_features:
-            out.update(self._distribution_metrics(images[:self.metric_samples]))
         if where is not None:
-            self._write_grid(images[:self.grid_size], where, rng, state.generation)
+            self._write_grid(state, where, rng)
         return out
 
     def _distribution_metrics(self, images) -> dict[str, float]:
@@ -584,14 +571,18 @@ class DiffusionLoop(SelfConsumingLoop):
         return {"fd_digits_mlp": fd, "precision_digits_mlp": prec,
                 "recall_digits_mlp": rec, "confidence_digits_mlp": conf}
 
-    def _write_grid(self, images, where: Path, rng, hint: int) -> None:
+    def _write_grid(self, state: DiffusionState, where: Path, rng) -> None:
+        """The generation's grid, sampled from the same noise in every generation (so the
+        montage's rows show how one starting noise is mapped as the loop goes on)."""
         from domains.diffusion.grids import save_grid, write_montage
 
-        found = _locate(rng, hint)
-        if found is None:
-            tag, gen = f"key{int(getattr(rng, 'key', 0)):016x}", hint
+        seed = getattr(rng, "seed", None)  # set on the runner's streams (stabfw.streams)
+        gen = state.generation
+        if seed is None:
+            tag, seed = f"key{int(getattr(rng, 'key', 0)):016x}", 0
         else:
-            tag, gen = f"seed{found[0]}", found[1]
+            tag = f"seed{seed}"
+        images = self._sample_images(state, self.grid_size, 1_000_003 + seed)
         folder = where / "samples" / tag
         save_grid(images, folder / f"gen{gen:03d}.png")
         np.save(folder / f"gen{gen:03d}.npy", images[:16].numpy())
@@ -601,7 +592,7 @@ class DiffusionLoop(SelfConsumingLoop):
     def _probe(self, state: DiffusionState) -> np.ndarray:
         import torch
 
-        model = self._functional_model(torch.float32)
+        model = self._functional_model()
         probe = self._probe_inputs()
         model.load_state_dict(state.sampling_weights)
         with torch.no_grad():
@@ -640,25 +631,30 @@ class DiffusionLoop(SelfConsumingLoop):
         return self._objective.denoise(lambda y, t: model(y, t).sample, x, level)
 
     # --- differentiable protocol (implicit Jacobian) -------------------------------------
-    def _functional_model(self, dtype):
+    def _functional_model(self):
         """A module for ``torch.func.functional_call`` that any autodiff mode can
         differentiate twice: the math attention processor (fused SDPA kernels have no
-        double backward) and decomposed group norms (see ``decompose_group_norms``)."""
+        double backward) and decomposed group norms (see ``decompose_group_norms``).
+
+        Its own (fp32) parameters are placeholders: ``functional_call`` swaps θ in, in θ's
+        dtype (the UNet has no buffers). It is built in place on the device, without
+        ``.to()``, so that building it inside a ``torch.func`` transform works too.
+        """
+        import torch
         from diffusers.models.attention_processor import AttnProcessor
 
-        from domains.diffusion.models import cast_module, decompose_group_norms
+        from domains.diffusion.models import decompose_group_norms
 
-        if dtype not in self._functional:
-            m = decompose_group_norms(cast_module(self._build(), device=self._rt.device,
-                                                  dtype=dtype))
+        if self._functional is None:
+            with torch.device(self._rt.device):
+                m = decompose_group_norms(self._build())
             for module in m.modules():
                 if hasattr(module, "set_processor"):
                     module.set_processor(AttnProcessor())
                     # their "upcast" is a cast to fp32, a downcast for fp64 weights
                     module.upcast_softmax = module.upcast_attention = False
-            m.eval()
-            self._functional[dtype] = m
-        return self._functional[dtype]
+            self._functional = m.eval()
+        return self._functional
 
     def _theta_dict(self, theta):
         import torch
@@ -679,7 +675,7 @@ class DiffusionLoop(SelfConsumingLoop):
         if self.theta == "probe":
             raise NotImplementedError("the differentiable protocol needs domain.theta: weights")
         dtype, params = self._theta_dict(theta)
-        model = self._functional_model(dtype)
+        model = self._functional_model()
 
         def net(x, t):
             return functional_call(model, params, (x.to(dtype), t)).sample
@@ -730,6 +726,8 @@ class DiffusionLoop(SelfConsumingLoop):
         import torch
 
         self._setup()
+        if self.theta == "weights":
+            self._functional_model()  # built here, outside the analyzers' torch.func transforms
         seed = int(rng.integers(0, 2**63))
         parts = list(self._noise_batches(n, seed))
         if not parts:

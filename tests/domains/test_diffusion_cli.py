@@ -3,6 +3,7 @@ shipped configs validate; cold fits are shared through ``cache_dir``."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ TINY_RUN = {
                "sample_batch_size": 32, "metric_samples": 16, "grid_size": 4,
                "device": "cpu"},
     "loop": {"policy": "fixed_real", "lam": 1, "generations": 2, "seeds": 1},
+    "analysis": {"fixed_point": {"metrics": ["fd_digits_mlp"]}},
     "output": {"progress": False},
 }
 
@@ -58,6 +60,8 @@ def test_tiny_run_through_the_cli_writes_metrics_grids_and_resumes(tmp_path, mon
     assert [p.name for p in sorted((samples / "seed0").glob("*.png"))] == [
         "gen000.png", "gen001.png", "gen002.png"]
     assert (samples / "seed0.png").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert "fd_digits_mlp" in json.dumps(summary["analysis"])  # the fixed-point analyzer ran
 
     # interrupt a second run during generation 2, then resume it
     clear_caches()

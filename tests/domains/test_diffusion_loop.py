@@ -34,6 +34,7 @@ def test_check_loop_passes():
 
 
 def test_fit_and_generate_are_deterministic_under_a_seed():
+    global_rng = torch.get_rng_state()
     loop = _loop(ema_decay=0.9)
     real = loop.real_data(stream(0, -1, "real"))
     assert real.dtype == torch.uint8 and tuple(real.shape) == (48, 1, 8, 8)
@@ -52,6 +53,7 @@ def test_fit_and_generate_are_deterministic_under_a_seed():
     assert torch.equal(_loop(sample_batch_size=2).generate(a, 5, stream(0, 1, "generate"))[:2],
                        x1[:2])
     assert loop.generate(a, 0, stream(0, 1, "generate")).shape[0] == 0
+    assert torch.equal(torch.get_rng_state(), global_rng)  # draws only from the given rng
 
 
 def test_warm_start_continues_the_lineage_and_leaves_init_alone():
@@ -170,14 +172,29 @@ def test_runtime_options_resolve_and_gpu_paths_run_on_cpu():
 
 @pytest.mark.slow
 def test_torch_compile_path_on_cpu():
-    """The compiled training and sampling code (inductor on CPU; about a minute)."""
+    """The compiled training and sampling code (inductor on CPU; minutes)."""
     loop = _loop(compile="default", sample_batch_size=4)
     real = loop.real_data(stream(0, -1, "real"))
     s = loop.fit(real, None, stream(0, 0, "fit"))
+    assert np.all(np.isfinite(loop.params(s)))
     eager = _loop()
     clear_caches()
     s_eager = eager.fit(real, None, stream(0, 0, "fit"))
-    np.testing.assert_allclose(loop.params(s), eager.params(s_eager), atol=1e-4)
+    # Adam's first steps are sign steps: round-off in tiny gradients becomes lr-sized
+    # differences, so compare the losses loosely and the loss functions exactly
+    assert s.train_loss == pytest.approx(s_eager.train_loss, rel=0.05)
+    g = torch.Generator().manual_seed(0)
+    x = real[:16]
+    flip = torch.zeros(16, dtype=torch.bool)
+    eps = torch.randn(x.shape, generator=g)
+    aux = loop._objective.draw(16, g, "cpu")
+    losses = []
+    for lp in (loop, eager):
+        ws = lp._workspace()
+        ws.train_model(s.weights)
+        with torch.no_grad():
+            losses.append(ws.train_loss()(x, flip, eps, aux).item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     x = loop.generate(s, 6, stream(0, 1, "generate"))  # pads the last batch to 4
     assert tuple(x.shape) == (6, 1, 8, 8)
 
@@ -207,6 +224,10 @@ def test_differentiable_protocol():
     hv_fwd = torch.func.jvp(lambda a: torch.func.grad(lambda b: loop.loss(b, batch))(a),
                             (th,), (v,))[1]
     torch.testing.assert_close(hv_fwd, hv, rtol=1e-6, atol=1e-8)
+    # a fresh loop whose first call comes inside a torch.func transform
+    fresh = _loop()
+    g_fresh = torch.func.grad(lambda a: fresh.loss(a, batch))(th)
+    torch.testing.assert_close(g_fresh, grad.detach())
     # reparameterised sampling, differentiable in θ, matches the loop's own sampler
     noise = loop.draw_noise(3, np.random.default_rng(0))
     x = loop.sample(theta, noise)

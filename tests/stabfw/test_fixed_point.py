@@ -143,3 +143,53 @@ def test_rate_ci_falls_back_to_standard_error_with_few_seeds():
     assert fp.verdict == "stationary-noise"
     assert fp.rate_ci[0] < fp.rate < fp.rate_ci[1]
     assert math.isfinite(fp.rate_ci[1]) and fp.rate_ci[1] - fp.rate_ci[0] < 0.3
+
+
+# --- the analysis: section, analyze_run and `stabfw analyze` ---------------------------------
+def test_run_with_analysis_section_and_analyze_subcommand(tmp_path, capsys):
+    import json
+
+    from stabfw.cli import main
+
+    out = tmp_path / "run"
+    rc = main(["run", "configs/gaussian_jacobian.yaml", "--out", str(out),
+               "--set", "loop.generations=12", "--set", "loop.seeds=30",
+               "--set", "output.progress=false",
+               "--set", "analysis.lambda_curve.lams=[0.25,1,4]",
+               "--set", "analysis.critical_lambda.max_lam=8"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    a = summary["analysis"]
+    assert a["fixed_point"]["verdict"] in ("stationary-noise", "converged")
+    assert a["jacobian"]["finite_difference"]["spectral_radius"] == pytest.approx(200 / 400)
+    assert a["jacobian"]["empirical"]["spectral_radius"] == pytest.approx(0.5, abs=1e-6)
+    assert a["solve"]["status"] == "converged"
+    assert a["lambda_curve"]["spectral_radius"] == pytest.approx([0.2, 0.5, 0.8], abs=1e-6)
+    assert a["lambda_curve"]["theorem1"]["consistent"]
+    assert a["critical_lambda"]["status"] == "stable_throughout"
+    assert (out / "analysis.png").stat().st_size > 10_000
+
+    rc = main(["analyze", str(out), "--set", "analysis.jacobian.methods=[empirical]",
+               "--set", "analysis.lambda_curve=null", "--set", "analysis.critical_lambda=null",
+               "--set", "analysis.solve=false", "--no-report"])
+    assert rc == 0
+    a = json.loads((out / "summary.json").read_text())["analysis"]
+    assert list(a["jacobian"]) == ["empirical"] and "solve" not in a
+    assert "ρ(J) by empirical: 0.5" in capsys.readouterr().out
+
+    rc = main(["analyze", str(out), "--set", "analysis.jacobian.method=dense"])
+    assert rc == 2
+    assert "analysis.jacobian.method" in capsys.readouterr().err
+
+
+def test_analysis_config_is_strict():
+    from stabfw.analysis import AnalysisConfig
+
+    cfg = AnalysisConfig.model_validate({"jacobian": True, "fixed_point": False})
+    assert cfg.fixed_point is None and cfg.jacobian.methods == ["auto"]
+    with pytest.raises(Exception, match="unknown option"):
+        AnalysisConfig.model_validate({"jacobian": {"options": {"fd_stepp": 1e-3}}})
+    with pytest.raises(Exception, match="methods"):
+        AnalysisConfig.model_validate({"jacobian": {"methods": ["adjoint"]}})
+    with pytest.raises(stabfw.ConfigError, match=r"analysis\.bogus"):
+        stabfw.config.parse_config({"domain": {"name": "gaussian"}, "analysis": {"bogus": 1}})

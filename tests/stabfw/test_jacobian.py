@@ -16,6 +16,7 @@ from stabfw.streams import stream
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 
 
 class ExponentialLoop(stabfw.SelfConsumingLoop):
