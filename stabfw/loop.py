@@ -97,6 +97,7 @@ class SelfConsumingLoop(abc.ABC):
         Domains that write artifacts of their own (sample grids, cached feature
         extractors) keep the path and write there; the default ignores it.
         """
+        return None
 
     def mix(self, real: Any, synthetic: Any, pool: Any, config: Any, rng: np.random.Generator):
         """Return ``(TrainingSet, pool)`` for the next fit (see :mod:`stabfw.policies`)."""

@@ -142,24 +142,20 @@ def _resolved_hints(cls: type) -> dict[str, Any]:
         return {}
 
 
-def validate_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Validate a domain's parameters; return them with defaults filled in."""
-    cls = get(name)
-    model = params_model(cls)
+def _validated(name: str, params: dict[str, Any]):
     try:
-        validated = model.model_validate(params)
+        return params_model(get(name)).model_validate(params)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, prefix="domain")) from None
-    return validated.model_dump()
+
+
+def validate_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Validate a domain's parameters; return them with defaults filled in."""
+    return _validated(name, params).model_dump()
 
 
 def make(name: str, **params: Any):
     """Build the domain registered as ``name`` from validated parameters."""
-    cls = get(name)
-    model = params_model(cls)
-    try:
-        validated = model.model_validate(params)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, prefix="domain")) from None
+    validated = _validated(name, params)
     # pass what the user gave, validated and coerced, and leave defaults to the class
-    return cls(**{k: getattr(validated, k) for k in params})
+    return get(name)(**{k: getattr(validated, k) for k in params})
