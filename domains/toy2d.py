@@ -111,6 +111,7 @@ class _Spec:
 
 
 _S_MAX = 4.0  # soft clamp of the log-scale; keeps L-BFGS line searches finite
+_NEWTON_FROM = 1e-3  # L-BFGS hands over to Newton below this gradient (measured fastest)
 
 
 def _conditioner(params, u):
@@ -322,13 +323,13 @@ class Toy2DFlowLoop(SelfConsumingLoop):
         newton = self.dim <= self.newton_max_dim and self.newton_iter > 0
         res = minimize(fun, theta0, jac=True, method="L-BFGS-B",
                        options={"maxiter": self.max_iter, "ftol": 1e-15, "maxcor": 30,
-                                "gtol": max(self.gtol, 1e-4) if newton else self.gtol})
+                                "gtol": max(self.gtol, _NEWTON_FROM) if newton else self.gtol})
         x, its = res.x, int(res.nit)
         gmax = float(np.abs(res.jac).max())
         if gmax > self.gtol and newton:
             def hess(v):
                 t = torch.as_tensor(v, dtype=torch.float64)
-                H = torch.func.jacrev(grad, chunk_size=64)(t).numpy()
+                H = torch.func.jacrev(grad)(t).numpy()
                 return 0.5 * (H + H.T)
 
             res = minimize(fun, x, jac=True, hess=hess, method="trust-exact",

@@ -170,11 +170,12 @@ class AnalysisConfig(_Section):
 
 # --- running --------------------------------------------------------------------------------
 def _jacobian_analyzer(method: str, spectrum: str = "auto", k: int = 6, tol: float = 1e-3,
-                       seed: int | None = None, bounds: Any = "auto", options: dict | None = None):
+                       seed: int | None = None, bounds: Any = "auto", options: dict | None = None,
+                       norm: bool = True):
     from stabfw.jacobian import JacobianAnalyzer
 
     return JacobianAnalyzer(method=method, spectrum=spectrum, k=k, tol=tol, seed=seed,
-                            bounds=bounds, **(options or {}))
+                            bounds=bounds, norm=norm, **(options or {}))
 
 
 def _log(msg: str, progress: bool) -> None:
@@ -306,7 +307,7 @@ def analyze_run(
 
         o = analysis.critical_lambda
         _log(f"critical λ ({o.criterion})", progress)
-        an = (_jacobian_analyzer(o.method, bounds=False, options=o.options)
+        an = (_jacobian_analyzer(o.method, k=2, bounds=False, options=o.options, norm=False)
               if o.criterion == "spectral_radius" else None)
         crit = critical_lambda(loop, cfg.loop, criterion=o.criterion, bracket=o.bracket,
                                max_lam=o.max_lam, tol=o.tol, n_replicates=o.n_replicates,
@@ -346,7 +347,9 @@ def _lambda_curve(loop: Any, cfg: Any, o: LambdaCurveOptions, jac: dict[str, Any
         c = cfg.loop.model_copy(update={"lam": float(lam)})
         vals = []
         for s in seeds:
-            an = _jacobian_analyzer(o.method, seed=s, bounds=False, options=o.options)
+            # only ρ is drawn: two eigenvalues (a ± or complex pair), no norm
+            an = _jacobian_analyzer(o.method, k=2, seed=s, bounds=False, options=o.options,
+                                    norm=False)
             res = an.analyze(loop, c, retraining_map=base[s].with_lam(lam))
             vals.append(res.spectral_radius)
             methods.append(res.method)

@@ -144,7 +144,7 @@ def critical_lambda(
             for s in seeds:
                 an = analyzer or JacobianAnalyzer(
                     method="finite_difference" if getattr(loop, "supports_with_params", False)
-                    else "auto", bounds=False)
+                    else "auto", k=2, bounds=False, norm=False)
                 an = _with_seed(an, s)
                 if s not in maps:  # θ* is fitted once per seed, whatever λ
                     maps[s] = RetrainingMap(loop, cfg, seed=s)

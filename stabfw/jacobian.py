@@ -410,6 +410,9 @@ class JacobianAnalyzer:
         How ``at="fixed_point"`` finds the fixed point.
     chunk_size : int
         ``torch.func.jacrev`` chunk (memory vs speed of ``dense``).
+    norm : bool
+        Also compute the spectral norm (Lanczos on JᵀJ: about as many applications of J
+        and Jᵀ again as the eigenvalues took; free when J is formed).
     random_state : int
         Perturbation directions and iterative start vectors.
     """
@@ -424,7 +427,7 @@ class JacobianAnalyzer:
                  newton_max_iter: int = 20, chord_steps: int = 2, n_synthetic: int | None = None,
                  bounds: Any = "auto", solver: str = "anderson",
                  solver_options: dict[str, Any] | None = None, chunk_size: int = 32,
-                 random_state: int = 0):
+                 norm: bool = True, random_state: int = 0):
         self.method = method
         self.spectrum = spectrum
         self.k = k
@@ -448,6 +451,7 @@ class JacobianAnalyzer:
         self.solver = solver
         self.solver_options = solver_options
         self.chunk_size = chunk_size
+        self.norm = norm
         self.random_state = random_state
 
     # --- validation -----------------------------------------------------------------------
@@ -691,8 +695,9 @@ class JacobianAnalyzer:
             n_mv = op.info["n_trajectories"] * op.info["n_steps"]
         else:
             # auto: dense while forming J (d applications) is no dearer than Arnoldi's ~2·ncv
+            extra = {} if self.norm or self.spectrum == "dense" else {"norm": False}
             spec = spectrum(op, method=self.spectrum, k=self.k, tol=self.tol,
-                            max_dense_dim=min(self.max_dense_dim, 40))
+                            max_dense_dim=min(self.max_dense_dim, 40), **extra)
             n_mv = op.n_matvecs
         info = dict(op.info)
         info["spectrum_note"] = spec.note

@@ -171,7 +171,7 @@ def dense_spectrum(op: Any, k: int = 6) -> Spectrum:
 
 
 def power_iteration(op: Any, k: int = 2, tol: float = 1e-3, max_iter: int = 1000,
-                    v0: np.ndarray | None = None, seed: int = 0) -> Spectrum:
+                    v0: np.ndarray | None = None, seed: int = 0, norm: bool = True) -> Spectrum:
     """Spectral radius by power iteration with a two-vector Rayleigh–Ritz step.
 
     Each iteration applies J once; the Ritz values of J on the span of the last two
@@ -218,9 +218,9 @@ def power_iteration(op: Any, k: int = 2, tol: float = 1e-3, max_iter: int = 1000
         est = new
         v, w = v_next, w_next
     nrm, note = math.nan, ""
-    if op.has_transpose:
+    if norm and op.has_transpose:
         nrm = _power_norm(op, tol, max_iter, rng)
-    else:
+    elif norm:
         note = "spectral norm needs Jᵀ (not available for this operator)"
     return Spectrum(est, nrm, _leading(ritz, k), "power", op.n_matvecs - m0, op.n_rmatvecs,
                     time.perf_counter() - t0, converged, note, {"history": hist})
@@ -310,6 +310,8 @@ def spectrum(op: Any, method: SpectrumMethod = "auto", k: int = 6, tol: float = 
              max_dense_dim: int = 40, **options: Any) -> Spectrum:
     """Spectral radius, norm and leading eigenvalues of ``op`` by ``method``.
 
+    ``options`` go to the iterative method (``norm=False`` skips the spectral norm).
+
     ``auto`` uses the dense matrix when it is known or d ≤ ``max_dense_dim`` (forming it
     costs d applications), Arnoldi otherwise.
     """
@@ -317,7 +319,8 @@ def spectrum(op: Any, method: SpectrumMethod = "auto", k: int = 6, tol: float = 
     if method == "auto":
         method = "dense" if (op.matrix is not None or op.shape[0] <= max_dense_dim) else "arnoldi"
     if method == "dense":
-        return dense_spectrum(op, k)
+        options.pop("norm", None)
+        return dense_spectrum(op, k)  # the norm comes free with the matrix
     if method == "power":
         return power_iteration(op, k=k, tol=tol, **options)
     if method == "arnoldi":

@@ -62,7 +62,7 @@ def test_gaussian_mean_lambda_mixing_is_stationary_noise_with_rate_lambda_over_o
 
 
 def test_api_sketch_bernoulli_coin():
-    cfg = stabfw.RetrainConfig(lam=1.0, generations=50, seeds=200)
+    cfg = stabfw.RetrainConfig(lam=1.0, generations=40, seeds=100)
     fp = stabfw.FixedPointAnalyzer().analyze(stabfw.run_loop(BernoulliCoin(), cfg))
     assert fp.verdict == "stationary-noise"
     assert fp.rate_ci[0] < 0.5 < fp.rate_ci[1]

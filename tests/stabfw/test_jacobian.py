@@ -224,3 +224,76 @@ def test_result_dict_is_json_ready():
     assert d["method"] == "implicit" and d["stable"] is True
     assert d["bounds"]["alpha"] > 0  # Theorem 1 reported beside ρ for a differentiable loop
     assert d["bounds"]["condition"] in (True, False)
+
+
+class AttentionMean(stabfw.SelfConsumingLoop):
+    """A 1-D mean θ[0] plus three parameters tied to it through a self-attention penalty.
+
+    ``loss = mean ½(x − θ₀)² + ‖SDPA(Q(θ), K(θ), V(θ))‖²/20 + ‖θ‖²/20``. CPU's default
+    (flash) attention kernel has neither a double backward nor forward-mode AD, so the
+    implicit and dense Jacobians work only under the math kernel the operator selects.
+    """
+
+    def __init__(self, n=80):
+        self.n = n
+
+    def _pen(self, t):
+        import torch.nn.functional as F
+
+        q = torch.stack([t, t.roll(1), t.roll(2)]).reshape(1, 1, 3, 4)
+        return (F.scaled_dot_product_attention(q, 0.5 * q, torch.tanh(q)) ** 2).sum() / 20
+
+    def real_data(self, rng):
+        return 0.3 + rng.standard_normal(self.n)
+
+    def loss(self, theta, data):
+        x = data if isinstance(data, torch.Tensor) else torch.as_tensor(np.asarray(data, float))
+        return (0.5 * (x - theta[0]) ** 2).mean() + self._pen(theta) + (theta**2).sum() / 20
+
+    def fit(self, data, init, rng):
+        from scipy.optimize import minimize
+
+        from stabfw.differentiable import math_attention
+
+        def fun(v):
+            t = torch.tensor(v, requires_grad=True)
+            with math_attention():
+                val = self.loss(t, data)
+                (g,) = torch.autograd.grad(val, t)
+            return float(val.detach()), g.numpy()
+
+        x0 = np.zeros(4) if init is None else np.asarray(init, float)
+        return minimize(fun, x0, jac=True, method="BFGS", options={"gtol": 1e-12}).x
+
+    def generate(self, state, n, rng):
+        return self.sample(torch.as_tensor(state), self.draw_noise(n, rng)).detach().numpy()
+
+    def params(self, state):
+        return np.asarray(state, float).copy()
+
+    def with_params(self, state, theta):
+        return np.asarray(theta, float).copy()
+
+    def sample(self, theta, noise):
+        return theta[0] + noise
+
+    def draw_noise(self, n, rng):
+        return torch.as_tensor(rng.standard_normal(n))
+
+
+def test_attention_needs_and_gets_the_math_kernel():
+    import torch.nn.functional as F
+
+    q = torch.randn(1, 1, 3, 4, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad((F.scaled_dot_product_attention(q, q, q) ** 2).sum(), q,
+                               create_graph=True)
+    with pytest.raises(RuntimeError, match="not implemented"):  # CPU flash kernel
+        torch.autograd.grad(g.sum(), q)
+    loop = AttentionMean()
+    cfg = stabfw.RetrainConfig(lam=1.0, seeds=[0])
+    dense = stabfw.JacobianAnalyzer(method="dense", bounds=False).analyze(loop, cfg)
+    imp = stabfw.JacobianAnalyzer(method="implicit").operator(loop, cfg).to_dense()
+    fd = stabfw.JacobianAnalyzer(method="finite_difference").operator(loop, cfg).to_dense()
+    np.testing.assert_allclose(imp, dense.matrix, atol=1e-8)
+    np.testing.assert_allclose(fd, dense.matrix, atol=1e-5)
+    assert np.abs(dense.matrix[1:, 0]).max() > 1e-3  # the penalty couples θ₀ to the rest
