@@ -106,10 +106,13 @@ class LambdaCurveOptions(_WithOptions):
 
     ``constants`` gives α, L, ε by hand (e.g. ``{alpha: 1, L: 0, eps: 0}`` for a Gaussian
     mean with σ = 1); otherwise they are estimated for differentiable domains.
+    ``at: fixed_point`` solves each λ's fixed point first (Anderson): the stability of
+    the point the loop actually settles at, where θ* is not a fixed point.
     """
 
     lams: list[float] = Field(min_length=1)
     method: MethodName = "auto"
+    at: Literal["theta_star", "fixed_point"] = "theta_star"
     replicates: int = Field(default=1, ge=1)
     constants: dict[str, float] | None = None
 
@@ -178,11 +181,18 @@ def _jacobian_analyzer(method: str, spectrum: str = "auto", k: int = 6, tol: flo
                             bounds=bounds, norm=norm, **(options or {}))
 
 
+_T0: list[float] = []
+
+
 def _log(msg: str, progress: bool) -> None:
     if progress:
         import sys
+        import time
 
-        print(f"[stabfw analyze] {msg}", file=sys.stderr, flush=True)
+        if not _T0:
+            _T0.append(time.perf_counter())
+        print(f"[stabfw analyze {time.perf_counter() - _T0[0]:7.1f} s] {msg}", file=sys.stderr,
+              flush=True)
 
 
 def analyze_run(
@@ -350,12 +360,20 @@ def _lambda_curve(loop: Any, cfg: Any, o: LambdaCurveOptions, jac: dict[str, Any
             # only ρ is drawn: two eigenvalues (a ± or complex pair), no norm
             an = _jacobian_analyzer(o.method, k=2, seed=s, bounds=False, options=o.options,
                                     norm=False)
-            res = an.analyze(loop, c, retraining_map=base[s].with_lam(lam))
+            G = base[s].with_lam(lam)
+            at: Any = None
+            if o.at == "fixed_point":
+                from stabfw.solvers import solve_fixed_point
+
+                at = solve_fixed_point(G, G.theta_star, method="anderson", rtol=1e-8,
+                                       max_iter=100)
+            res = an.analyze(loop, c, at=at, retraining_map=G)
             vals.append(res.spectral_radius)
             methods.append(res.method)
         rhos.append(float(np.mean(vals)))
         ses.append(float(np.std(vals, ddof=1) / math.sqrt(len(vals))) if len(vals) > 1 else None)
     out: dict[str, Any] = {"lams": list(o.lams), "spectral_radius": rhos, "stderr": ses,
+                           "at": o.at,
                            "method": methods[0] if methods else o.method,
                            "exponential_family": [lam / (1 + lam) for lam in o.lams]}
     consts = o.constants

@@ -297,3 +297,26 @@ def test_attention_needs_and_gets_the_math_kernel():
     np.testing.assert_allclose(imp, dense.matrix, atol=1e-8)
     np.testing.assert_allclose(fd, dense.matrix, atol=1e-5)
     assert np.abs(dense.matrix[1:, 0]).max() > 1e-3  # the penalty couples θ₀ to the rest
+
+
+def test_spectra_on_known_matrices():
+    from stabfw.spectra import arnoldi, dense_spectrum, power_iteration, spectral_norm
+
+    rng = np.random.default_rng(0)
+    d = 60
+    S = np.eye(d) + 0.2 * rng.standard_normal((d, d)) / np.sqrt(d)
+    # dominant complex pair 0.9·e^{±0.5i}, the rest within 0.5
+    D = np.zeros((d, d))
+    D[:2, :2] = 0.9 * np.array([[np.cos(0.5), -np.sin(0.5)], [np.sin(0.5), np.cos(0.5)]])
+    D[2:, 2:] = np.diag(rng.uniform(-0.5, 0.5, d - 2))
+    J = S @ D @ np.linalg.inv(S)
+    ref = dense_spectrum(J)
+    assert ref.spectral_radius == pytest.approx(0.9, rel=1e-10)
+    assert ref.spectral_norm == pytest.approx(np.linalg.svd(J, compute_uv=False)[0])
+    p = power_iteration(J, tol=1e-8)
+    assert p.converged and p.spectral_radius == pytest.approx(0.9, rel=1e-6)
+    assert abs(p.eigenvalues[0].imag) == pytest.approx(0.9 * np.sin(0.5), rel=1e-5)
+    a = arnoldi(J, k=2, tol=1e-10, norm=False)
+    np.testing.assert_allclose(np.abs(a.eigenvalues[:2]), 0.9, rtol=1e-8)
+    assert a.n_matvecs <= 60
+    assert spectral_norm(J, tol=1e-8) == pytest.approx(ref.spectral_norm, rel=1e-6)
