@@ -25,9 +25,10 @@ import pytest
 
 pytest.importorskip("sklearn")
 
+from stabfw.domains.anomaly import AnomalyLoop
+
 import stabfw
-from domains.anomaly import AnomalyLoop
-from stabfw.streams import stream
+from stabfw.core.streams import stream
 
 CASES = {
     "envelope": {"detector": "envelope", "n_components": 10},

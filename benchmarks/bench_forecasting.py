@@ -29,9 +29,10 @@ import pytest
 
 pytest.importorskip("sktime")
 
+from stabfw.domains.forecasting import ForecastingLoop
+
 import stabfw
-from domains.forecasting import ForecastingLoop
-from stabfw.streams import stream
+from stabfw.core.streams import stream
 
 SETUPS = {
     "ets-airline": dict(dataset="airline", holdout=24, sp=12, forecaster="ets",

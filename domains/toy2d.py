@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from stabfw.loop import SelfConsumingLoop
+from stabfw.core.loop import SelfConsumingLoop
 
 __all__ = ["DATASETS", "FlowState", "Toy2DFlowLoop", "flow_forward", "flow_log_prob",
            "flow_sample", "sample_dataset"]
@@ -386,7 +386,7 @@ class Toy2DFlowLoop(SelfConsumingLoop):
     def metrics(self, state: FlowState, rng: np.random.Generator) -> dict[str, float]:
         import torch
 
-        from stabfw.streams import stream
+        from stabfw.core.streams import stream
 
         # held-out real points: one fixed stream, the same for every generation and seed
         test = sample_dataset(self.dataset, self.n_eval, stream(0, -1, "toy2d-test"), self.noise)

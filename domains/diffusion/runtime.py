@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from domains.diffusion.models import cast_module
+from stabfw.domains.diffusion.models import cast_module
 
 __all__ = ["COMPILE_MODES", "Runtime", "Workspace", "resolve_runtime"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from domains.diffusion.ema import ema_decay, ema_update
+from stabfw.domains.diffusion.ema import ema_decay, ema_update
 
 __all__ = ["TrainResult", "train"]
 

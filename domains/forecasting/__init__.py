@@ -8,7 +8,7 @@ ETS, ARIMA, Theta and reduction forecasters on real series (see ``docs/forecasti
 sktime is imported only when a forecaster family is first used.
 """
 
-from domains.forecasting.family import ForecastState
-from domains.forecasting.loop import FAMILIES, ForecastingLoop
+from stabfw.domains.forecasting.family import ForecastState
+from stabfw.domains.forecasting.loop import FAMILIES, ForecastingLoop
 
 __all__ = ["FAMILIES", "ForecastState", "ForecastingLoop"]

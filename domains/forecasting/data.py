@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stabfw.config import ConfigError
+from stabfw.errors import ConfigError
 
 __all__ = [
     "DATASETS",

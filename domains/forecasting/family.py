@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from stabfw.config import ConfigError
+from stabfw.errors import ConfigError
 
 __all__ = ["LOG_SIGMA2", "Conditioned", "Family", "ForecastState", "log_sigma2"]
 

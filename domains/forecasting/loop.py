@@ -41,25 +41,27 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
+from stabfw.domains.forecasting import data as hist
+from stabfw.domains.forecasting.family import Conditioned, Family, ForecastState
+from stabfw.domains.forecasting.metrics import interval_coverage, mase, mase_scale, smape
 
-from domains.forecasting import data as hist
-from domains.forecasting.family import Conditioned, Family, ForecastState
-from domains.forecasting.metrics import interval_coverage, mase, mase_scale, smape
-from stabfw.config import ConfigError
-from stabfw.loop import SelfConsumingLoop
+from stabfw.core.capabilities import Capabilities
+from stabfw.core.loop import SelfConsumingLoop
+from stabfw.errors import ConfigError
 
 __all__ = ["FAMILIES", "ForecastingLoop"]
 
 #: forecaster name -> "module:Family" (imported on first use: sktime is heavy)
 FAMILIES: dict[str, str] = {
-    "ets": "domains.forecasting.statespace:ETSFamily",
-    "arima": "domains.forecasting.statespace:ARIMAFamily",
-    "theta": "domains.forecasting.recursive:ThetaFamily",
-    "reduction": "domains.forecasting.recursive:ReductionFamily",
+    "ets": "stabfw.domains.forecasting.statespace:ETSFamily",
+    "arima": "stabfw.domains.forecasting.statespace:ARIMAFamily",
+    "theta": "stabfw.domains.forecasting.recursive:ThetaFamily",
+    "reduction": "stabfw.domains.forecasting.recursive:ReductionFamily",
 }
 _MODE_POLICIES = {
     "extend": ("fixed_real", "fresh_real", "fully_synthetic"),
@@ -258,10 +260,10 @@ class ForecastingLoop(SelfConsumingLoop):
         self._setup()
         return self._family
 
-    @property
-    def supports_with_params(self) -> bool:
+    def capabilities(self) -> Capabilities:
+        """θ goes back into a forecaster only when it is its parameters, not a signature."""
         self._setup()
-        return not self._use_signature
+        return replace(super().capabilities(), with_theta=not self._use_signature)
 
     # --- containers -------------------------------------------------------------------
     def data_size(self, data: Any) -> int:
@@ -354,7 +356,7 @@ class ForecastingLoop(SelfConsumingLoop):
                          name=hist.NAME)
 
     def mix(self, real, synthetic, pool, config, rng):
-        from stabfw.policies import TrainingSet, build_training_set
+        from stabfw.run.policies import TrainingSet, build_training_set
 
         allowed = _MODE_POLICIES[self.mode]
         if config.policy not in allowed:

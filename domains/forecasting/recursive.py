@@ -40,9 +40,8 @@ import pandas as pd
 from scipy.signal import lfilter
 from sktime.forecasting.compose import RecursiveTabularRegressionForecaster
 from sktime.forecasting.theta import ThetaForecaster
-
-from domains.forecasting.data import future_index, series_list
-from domains.forecasting.family import (
+from stabfw.domains.forecasting.data import future_index, series_list
+from stabfw.domains.forecasting.family import (
     LOG_SIGMA2,
     Conditioned,
     Family,
@@ -50,7 +49,8 @@ from domains.forecasting.family import (
     log_sigma2,
     with_sigma2_scale,
 )
-from stabfw.config import ConfigError
+
+from stabfw.errors import ConfigError
 
 __all__ = ["REGRESSORS", "ReductionFamily", "ThetaFamily"]
 

@@ -20,15 +20,15 @@ import numpy as np
 import pandas as pd
 from sktime.forecasting.arima import StatsModelsARIMA
 from sktime.forecasting.ets import AutoETS
-
-from domains.forecasting.family import (
+from stabfw.domains.forecasting.family import (
     LOG_SIGMA2,
     Conditioned,
     Family,
     ForecastState,
     log_sigma2,
 )
-from stabfw.config import ConfigError
+
+from stabfw.errors import ConfigError
 
 __all__ = ["ARIMAFamily", "ETSFamily"]
 

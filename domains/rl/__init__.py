@@ -5,12 +5,12 @@ Importing this package registers the ``top_return`` curate hook. gymnasium and t
 imported only when a loop is first used.
 """
 
-from domains.rl.curation import top_return
-from domains.rl.data import Transitions
-from domains.rl.experts import CartPoleLQRExpert, PendulumSwingUpExpert, Task, make_task
-from domains.rl.loop import BehaviorCloningLoop
-from domains.rl.policy import PolicySpec, PolicyState, fit_bc
-from domains.rl.rollouts import Rollouts, make_runner, rollout
+from stabfw.domains.rl.curation import top_return
+from stabfw.domains.rl.data import Transitions
+from stabfw.domains.rl.experts import CartPoleLQRExpert, PendulumSwingUpExpert, Task, make_task
+from stabfw.domains.rl.loop import BehaviorCloningLoop
+from stabfw.domains.rl.policy import PolicySpec, PolicyState, fit_bc
+from stabfw.domains.rl.rollouts import Rollouts, make_runner, rollout
 
 __all__ = [
     "BehaviorCloningLoop",

@@ -6,9 +6,8 @@ import itertools
 
 import numpy as np
 import torch
+from stabfw.domains.rl.policy import LOG_STD_BOUNDS, PolicySpec
 from torch import nn
-
-from domains.rl.policy import LOG_STD_BOUNDS, PolicySpec
 
 __all__ = ["PolicyModule"]
 

@@ -6,9 +6,9 @@ import math
 from typing import Any
 
 import numpy as np
+from stabfw.domains.rl.data import Transitions
 
-from domains.rl.data import Transitions
-from stabfw.hooks import Hook, register_hook
+from stabfw.core.hooks import Hook, register_hook
 
 __all__ = ["top_return"]
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+from stabfw.domains.rl.data import Transitions
+from stabfw.domains.rl.experts import Task, make_task
+from stabfw.domains.rl.policy import PolicySpec, PolicyState, fit_bc
+from stabfw.domains.rl.rollouts import Rollouts, make_runner, native_supported, rollout
 
-from domains.rl.data import Transitions
-from domains.rl.experts import Task, make_task
-from domains.rl.policy import PolicySpec, PolicyState, fit_bc
-from domains.rl.rollouts import Rollouts, make_runner, native_supported, rollout
-from stabfw.loop import SelfConsumingLoop
-from stabfw.streams import key_of, stream
+from stabfw.core.capabilities import Capabilities
+from stabfw.core.loop import SelfConsumingLoop
+from stabfw.core.streams import key_of, stream
 
 __all__ = ["BehaviorCloningLoop"]
 
@@ -270,10 +272,9 @@ class BehaviorCloningLoop(SelfConsumingLoop):
             return self.signature(state)
         return np.array(state.theta, dtype=float)
 
-    @property
-    def supports_with_params(self) -> bool:
-        """``with_params`` needs θ to be the weights (a signature cannot be inverted)."""
-        return self.representation == "weights"
+    def capabilities(self) -> Capabilities:
+        """``with_theta`` needs θ to be the weights (a signature cannot be inverted)."""
+        return replace(super().capabilities(), with_theta=self.representation == "weights")
 
     def with_params(self, state: PolicyState, theta: np.ndarray) -> PolicyState:
         if self.representation != "weights":

@@ -151,8 +151,7 @@ class PolicySpec:
     def torch_module(self, theta: np.ndarray):
         """A ``torch.nn.Module`` holding ``theta`` (float32), computing the same function."""
         import torch
-
-        from domains.rl._torch import PolicyModule
+        from stabfw.domains.rl._torch import PolicyModule
 
         module = PolicyModule(self)
         with torch.no_grad():

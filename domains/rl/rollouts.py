@@ -34,9 +34,9 @@ from typing import Any, Literal
 
 import numpy as np
 from scipy import special
+from stabfw.domains.rl.data import Transitions
 
-from domains.rl.data import Transitions
-from stabfw.streams import subkeys, uniforms
+from stabfw.core.streams import subkeys, uniforms
 
 __all__ = [
     "MODES",

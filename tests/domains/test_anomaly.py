@@ -9,12 +9,13 @@ import pytest
 
 pytest.importorskip("sklearn")
 
+from stabfw.domains.anomaly import AnomalyLoop, DetectorState, recall_at_fpr
+from stabfw.domains.anomaly.data import ADMITTED, DENSITY, TRUSTED, LabelledBatch
+from stabfw.domains.anomaly.detectors import cov_to_logchol, logchol_to_cov
+
 import stabfw
-from domains.anomaly import AnomalyLoop, DetectorState, recall_at_fpr
-from domains.anomaly.data import ADMITTED, DENSITY, TRUSTED, LabelledBatch
-from domains.anomaly.detectors import cov_to_logchol, logchol_to_cov
-from stabfw.config import ConfigError
-from stabfw.streams import stream
+from stabfw.core.streams import stream
+from stabfw.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ["breast_cancer_envelope.yaml", "breast_cancer_iforest.yaml", "ecg_series_detector.yaml"]
@@ -30,7 +31,7 @@ def _quiet():
 
 def _has_sktime_data() -> bool:
     try:
-        from domains.anomaly.data import sktime_data_file
+        from stabfw.domains.anomaly.data import sktime_data_file
 
         sktime_data_file("mitdb", "mitdb.csv")
         return True
@@ -59,7 +60,7 @@ def test_check_loop_ecg_with_density_samples():
 
 
 def test_registered_and_validated():
-    from stabfw import registry
+    from stabfw.run import registry
 
     assert registry.get("anomaly") is AnomalyLoop
     with pytest.raises(ConfigError, match=r"domain\.detector"):
@@ -80,7 +81,7 @@ def test_registered_and_validated():
 def test_missing_sktime_data_is_a_clear_error(monkeypatch):
     import importlib.util
 
-    from domains.anomaly import data
+    from stabfw.domains.anomaly import data
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match=r"sktime/datasets/data/mitdb/mitdb\.csv"):
@@ -196,7 +197,7 @@ def test_metrics_report_the_generation_that_fed_the_fit():
     loop, state, _, _ = _hand_built(contamination=0.4)
     real = loop.real_data(stream(0, -1, "real"))
     syn = loop.generate(state, 50, stream(0, 1, "generate"))
-    train, _ = loop.mix(real, syn, None, stabfw.RetrainConfig(lam=1.0), stream(0, 1, "mix"))
+    train, _ = stabfw.GenerationStep(loop, stabfw.RetrainConfig(lam=1.0)).mix(0, 1, real, syn, None)
     new = loop.fit(train.data, state, stream(0, 1, "fit"))
     m = loop.metrics(new, stream(0, 1, "metrics"))
     s = syn.stats
@@ -352,7 +353,7 @@ def test_config_runs_tiny(name, tmp_path):
 
     summary = json.loads((run_dirs[0] / "summary.json").read_text())
     assert summary["analysis"]["fixed_point"]["verdict"] in (
-        "converged", "stationary-noise", "collapsing", "diverging", "oscillating")
+        "converged", "stationary_noise", "collapsing", "diverging", "oscillating")
     assert "roc_auc" in summary["analysis"]["fixed_point_metrics"]
 
 
@@ -361,7 +362,7 @@ def test_finite_difference_jacobian_of_a_density_loop_is_lambda_over_one_plus_la
     """Without self-filtering (every generated point sampled from the fitted Gaussian) the
     loop is a Gaussian refitted by maximum likelihood: J = λ/(1+λ)·I in the infinite-sample
     limit (REFERENCE_CASES C1); with n = 100 the spectral radius lies within 0.1 of it."""
-    jacobian = pytest.importorskip("stabfw.jacobian")
+    from stabfw.analysis import jacobian
     loop = AnomalyLoop(detector="gmm", mixture_components=1, covariance_type="diag",
                        n_components=3, density_fraction=1.0, n_clean=100)
     cfg = stabfw.RetrainConfig(lam=1.0, seeds=1)
@@ -374,7 +375,7 @@ def test_finite_difference_jacobian_of_a_density_loop_is_lambda_over_one_plus_la
 def test_contamination_creep_and_a_stable_loop():
     """The documented behaviour of configs/breast_cancer_iforest.yaml, shortened: the local
     outlier factor creeps (AUC falls, anomaly admission rises), the isolation forest does not."""
-    fixed_point = pytest.importorskip("stabfw.fixed_point")
+    from stabfw.analysis import fixed_point
     cfg = stabfw.RetrainConfig(lam=2.0, generations=12, seeds=3)
     out = {}
     for det in ("iforest", "lof"):
@@ -386,5 +387,5 @@ def test_contamination_creep_and_a_stable_loop():
         out[det] = (auc[0] - auc[-1], admit[-1] - admit[0], verdict)
     assert out["lof"][0] > 0.2 and out["lof"][1] > 0.3
     assert abs(out["iforest"][0]) < 0.03 and out["iforest"][1] < 0.1
-    assert out["iforest"][2] in ("converged", "stationary-noise")
+    assert out["iforest"][2] in ("converged", "stationary_noise")
     assert out["lof"][2] in ("diverging", "collapsing")

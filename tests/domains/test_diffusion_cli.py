@@ -14,7 +14,8 @@ import yaml
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from domains.diffusion import DiffusionLoop, clear_caches  # noqa: E402
+from stabfw.domains.diffusion import DiffusionLoop, clear_caches  # noqa: E402
+
 from stabfw.cli import main  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -90,7 +91,7 @@ def test_tiny_run_through_the_cli_writes_metrics_grids_and_resumes(tmp_path, mon
 
 
 def test_cold_fits_are_shared_through_cache_dir(tmp_path, monkeypatch):
-    from stabfw.streams import stream
+    from stabfw.core.streams import stream
 
     kw = dict(DiffusionLoop.test_params, device="cpu", cache_dir=str(tmp_path / "cache"))
     loop = DiffusionLoop(**kw)
@@ -102,7 +103,7 @@ def test_cold_fits_are_shared_through_cache_dir(tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("the cached fit should have been used")
 
-    import domains.diffusion.training as training
+    import stabfw.domains.diffusion.training as training
 
     monkeypatch.setattr(training, "train", no_training)
     other = DiffusionLoop(**{**kw, "metric_samples": 7})  # metrics settings do not matter

@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from domains.diffusion import data  # noqa: E402
+from stabfw.domains.diffusion import data  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

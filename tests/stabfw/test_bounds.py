@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 from scipy.stats import norm, wasserstein_distance
+from stabfw.domains.gaussian import GaussianLoop
 
 import stabfw
-from domains.gaussian import GaussianLoop
-from stabfw.bounds import (
+from stabfw.analysis.bounds import (
     estimate_epsilon,
     gaussian_mean_theorem2_constants,
     theorem1_condition,

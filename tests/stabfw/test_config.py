@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from stabfw import ConfigError, RetrainConfig, load_config
-from stabfw.config import apply_overrides, parse_config
+from stabfw.run.config import apply_overrides, parse_config
 
 GOOD = {"domain": {"name": "gaussian", "dim": 2, "n": 20},
         "loop": {"lam": 1.0, "policy": "fixed_real", "generations": 5, "seeds": 3}}

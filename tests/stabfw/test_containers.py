@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stabfw import containers
+from stabfw.core import containers
 
 
 def test_numpy():

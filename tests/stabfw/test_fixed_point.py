@@ -4,10 +4,10 @@ import math
 
 import numpy as np
 import pytest
+from stabfw.domains.gaussian import GaussianLoop
 
 import stabfw
-from domains.gaussian import GaussianLoop
-from stabfw.fixed_point import FixedPointAnalyzer
+from stabfw.analysis.fixed_point import FixedPointAnalyzer
 
 
 class BernoulliCoin(stabfw.SelfConsumingLoop):
@@ -50,7 +50,7 @@ def test_gaussian_mean_lambda_mixing_is_stationary_noise_with_rate_lambda_over_o
     cfg = stabfw.RetrainConfig(lam=1.0, generations=60, seeds=300)
     traj = stabfw.run_loop(GaussianLoop(dim=1, n=50, covariance="known"), cfg)
     fp = FixedPointAnalyzer().analyze(traj)
-    assert fp.verdict == "stationary-noise", fp.reason
+    assert fp.verdict == "stationary_noise", fp.reason
     assert fp.rate_ci[0] < 0.5 < fp.rate_ci[1]
     assert abs(fp.rate - 0.5) < 0.05
     # θ* = x̄ and E θ_∞ = x̄: the stationary mean squared distance is the stationary variance.
@@ -58,13 +58,13 @@ def test_gaussian_mean_lambda_mixing_is_stationary_noise_with_rate_lambda_over_o
     # draws per seed): relative standard error √(2/3600) ≈ 2.4 %, so 4 SE ≈ 10 %.
     assert fp.stationary_level**2 == pytest.approx(1.0 / (50 * 3), rel=0.10)
     assert fp.distance_mean.shape == (61,) and fp.distance_mean[0] == 0.0
-    assert fp.to_dict()["verdict"] == "stationary-noise"
+    assert fp.to_dict()["verdict"] == "stationary_noise"
 
 
 def test_api_sketch_bernoulli_coin():
     cfg = stabfw.RetrainConfig(lam=1.0, generations=40, seeds=100)
     fp = stabfw.FixedPointAnalyzer().analyze(stabfw.run_loop(BernoulliCoin(), cfg))
-    assert fp.verdict == "stationary-noise"
+    assert fp.verdict == "stationary_noise"
     assert fp.rate_ci[0] < 0.5 < fp.rate_ci[1]
 
 
@@ -127,7 +127,7 @@ def test_noisy_ar_rate_is_unbiased_after_the_jackknife():
     fp = FixedPointAnalyzer(n_bootstrap=50).analyze(X)
     # SE of the pooled estimate ≈ sqrt((1−ρ²)/(seeds·T)) ≈ 0.0036. The within estimator's
     # bias is −0.094 here (Nickell's formula, T = 20); the jackknife leaves ≈ +0.009 (O(1/T²)).
-    within = stabfw.fixed_point._ar_fit(X, vector=True)[0].real
+    within = stabfw.analysis.fixed_point._ar_fit(X, vector=True)[0].real
     assert within == pytest.approx(0.7 - 0.094, abs=0.015)
     assert abs(fp.rate - 0.7) < 0.02
 
@@ -140,7 +140,7 @@ def test_bad_input_is_rejected():
 def test_rate_ci_falls_back_to_standard_error_with_few_seeds():
     X = _ar_paths(np.array([[0.5]]), c=np.array([0.0]), noise=1.0, T=400, seeds=2, x0=0.0)
     fp = FixedPointAnalyzer().analyze(X)
-    assert fp.verdict == "stationary-noise"
+    assert fp.verdict == "stationary_noise"
     assert fp.rate_ci[0] < fp.rate < fp.rate_ci[1]
     assert math.isfinite(fp.rate_ci[1]) and fp.rate_ci[1] - fp.rate_ci[0] < 0.3
 
@@ -160,7 +160,7 @@ def test_run_with_analysis_section_and_analyze_subcommand(tmp_path, capsys):
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     a = summary["analysis"]
-    assert a["fixed_point"]["verdict"] in ("stationary-noise", "converged")
+    assert a["fixed_point"]["verdict"] in ("stationary_noise", "converged")
     assert a["jacobian"]["finite_difference"]["spectral_radius"] == pytest.approx(200 / 400)
     assert a["jacobian"]["empirical"]["spectral_radius"] == pytest.approx(0.5, abs=1e-6)
     assert a["solve"]["status"] == "converged"
@@ -183,7 +183,7 @@ def test_run_with_analysis_section_and_analyze_subcommand(tmp_path, capsys):
 
 
 def test_analysis_config_is_strict():
-    from stabfw.analysis import AnalysisConfig
+    from stabfw.run.analysis_config import AnalysisConfig
 
     cfg = AnalysisConfig.model_validate({"jacobian": True, "fixed_point": False})
     assert cfg.fixed_point is None and cfg.jacobian.methods == ["auto"]
@@ -192,4 +192,4 @@ def test_analysis_config_is_strict():
     with pytest.raises(Exception, match="methods"):
         AnalysisConfig.model_validate({"jacobian": {"methods": ["adjoint"]}})
     with pytest.raises(stabfw.ConfigError, match=r"analysis\.bogus"):
-        stabfw.config.parse_config({"domain": {"name": "gaussian"}, "analysis": {"bogus": 1}})
+        stabfw.run.config.parse_config({"domain": {"name": "gaussian"}, "analysis": {"bogus": 1}})

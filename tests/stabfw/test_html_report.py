@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from stabfw import cli
-from stabfw.config import parse_config
-from stabfw.experiment import run_single
-from stabfw.html_report import write_report
-from stabfw.sweep import run_sweep
+from stabfw.experiments.single import run_single
+from stabfw.experiments.sweep import run_sweep
+from stabfw.reporting.html import write_report
+from stabfw.run.config import parse_config
 
 VOID = {"meta", "img", "br", "hr", "link", "input", "col", "source"}
 
@@ -104,14 +104,14 @@ def test_analyzer_results_appear_in_a_table(run_dir, tmp_path, capsys):
     summary = json.loads((run / "summary.json").read_text())
     summary["analysis"] = {"jacobian": {"spectral_radius": 0.3333333, "method": "dense",
                                         "eigenvalues": [0.3333333, 0.25]},
-                           "fixed_point": {"verdict": "stationary-noise", "rate": 0.31}}
+                           "fixed_point": {"verdict": "stationary_noise", "rate": 0.31}}
     (run / "summary.json").write_text(json.dumps(summary))
     assert cli.main(["report", str(run)]) == 0
     page = Page((run / "report.html").read_text())
     assert page.errors == []
     text = page.text["analyzer-results"]
     for expect in ("jacobian", "spectral_radius", "0.33333", "dense", "fixed_point", "verdict",
-                   "stationary-noise", "0.31"):
+                   "stationary_noise", "0.31"):
         assert expect in text, expect
     assert cli.main(["report", str(tmp_path / "nothing")]) == 1
     assert "neither a run directory" in capsys.readouterr().err

@@ -9,10 +9,10 @@ import math
 
 import numpy as np
 import pytest
+from stabfw.domains.gaussian import GaussianLoop
 
 import stabfw
-from domains.gaussian import GaussianLoop
-from stabfw.streams import stream
+from stabfw.core.streams import stream
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
@@ -253,7 +253,7 @@ class AttentionMean(stabfw.SelfConsumingLoop):
     def fit(self, data, init, rng):
         from scipy.optimize import minimize
 
-        from stabfw.differentiable import math_attention
+        from stabfw.core.differentiable import math_attention
 
         def fun(v):
             t = torch.tensor(v, requires_grad=True)
@@ -300,7 +300,7 @@ def test_attention_needs_and_gets_the_math_kernel():
 
 
 def test_spectra_on_known_matrices():
-    from stabfw.spectra import arnoldi, dense_spectrum, power_iteration, spectral_norm
+    from stabfw.analysis.spectra import arnoldi, dense_spectrum, power_iteration, spectral_norm
 
     rng = np.random.default_rng(0)
     d = 60

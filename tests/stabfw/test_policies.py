@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import stabfw
-from stabfw.policies import build_training_set
+from stabfw.run.policies import build_training_set
 
 
 class TagLoop(stabfw.SelfConsumingLoop):
@@ -139,7 +139,7 @@ def test_top_fraction_hook_uses_the_domain_score():
         def score(self, batch, state):
             return batch[:, 0]
 
-    from stabfw.hooks import resolve_hook
+    from stabfw.core.hooks import resolve_hook
 
     hook = resolve_hook({"name": "top_fraction", "q": 0.25})
     batch = np.column_stack([np.arange(8.0), np.zeros(8)])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import stabfw
-from stabfw import registry
+from stabfw.run import registry
 
 
 class Tiny(stabfw.SelfConsumingLoop):

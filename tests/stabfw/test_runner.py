@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import stabfw
-from stabfw.runner import CHECKPOINT
+from stabfw.run.runner import CHECKPOINT
 
 
 class BernoulliCoin(stabfw.SelfConsumingLoop):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import stabfw
-from stabfw.solvers import anderson, picard, solve_fixed_point
+from stabfw.analysis.solvers import anderson, picard, solve_fixed_point
 
 
 def _linear_map(rho: float, d: int = 20, seed: int = 0):
@@ -69,7 +69,7 @@ def test_max_iter_status_and_bad_arguments():
 
 def test_solve_on_a_loop_finds_the_fixed_point_of_its_crn_map():
     """Gaussian mean, known σ: with common random numbers G(μ) = a + bμ, b = m/(n+m)."""
-    from domains.gaussian import GaussianLoop
+    from stabfw.domains.gaussian import GaussianLoop
 
     loop = GaussianLoop(dim=2, n=40, covariance="known")
     cfg = stabfw.RetrainConfig(lam=1.5, seeds=[3])

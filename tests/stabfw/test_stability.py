@@ -16,16 +16,11 @@ import pytest
 from scipy.optimize import brentq
 from scipy.special import digamma, polygamma
 
-from stabfw.config import ConfigError, parse_config
-from stabfw.stability import (
-    cell_table,
-    critical_from_labels,
-    critical_value,
-    find_critical,
-    validate_spec,
-    write_stability,
-)
-from stabfw.sweep import run_sweep
+from stabfw.analysis.critical import critical_from_labels, critical_value
+from stabfw.errors import ConfigError
+from stabfw.experiments.stability import cell_table, find_critical, write_stability
+from stabfw.experiments.sweep import run_sweep
+from stabfw.run.config import parse_config
 
 
 # --- interpolation and its uncertainty ----------------------------------------------
@@ -147,7 +142,7 @@ def lam_sweep(tmp_path_factory):
         summary["analysis"] = {"jacobian": {"spectral_radius": rho, "method": "dense",
                                             "bounds": {"alpha": 1.0, "L": 2.0, "eps": 0.1}},
                                "fixed_point": {"verdict": "diverging" if rho > 1 else
-                                               "stationary-noise", "rate": rho}}
+                                               "stationary_noise", "rate": rho}}
         (d / "summary.json").write_text(json.dumps(summary))
     return out, cfg
 
@@ -192,14 +187,14 @@ def test_spec_errors_name_the_field():
                                                 ["fixed_real", "accumulate"]},
                                        "stability": kw}}).sweep
 
-    assert validate_spec(spec())["axis"] == "loop.lam"
+    assert spec().stability_axis() == "loop.lam"
     with pytest.raises(ConfigError, match=r"sweep\.stability\.axis.*domain\.n"):
-        validate_spec(spec(axis="domain.n"))
+        spec(axis="domain.n")
     with pytest.raises(ConfigError, match=r"sweep\.stability\.axis.*non-numeric"):
-        validate_spec(spec(axis="loop.policy"))
+        spec(axis="loop.policy")
     with pytest.raises(ConfigError, match=r"sweep\.stability\.quantity.*final:<metric>"):
-        validate_spec(spec(quantity="mean"))
+        spec(quantity="mean")
     with pytest.raises(ConfigError, match=r"sweep\.stability\.xscale"):
-        validate_spec(spec(xscale="cubic"))
-    with pytest.raises(ConfigError, match=r"sweep\.stability: unknown key.*treshold"):
-        validate_spec(spec(treshold=1))
+        spec(xscale="cubic")
+    with pytest.raises(ConfigError, match=r"sweep\.stability\.treshold.*not permitted"):
+        spec(treshold=1)

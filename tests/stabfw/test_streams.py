@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from stabfw import streams
+from stabfw.core import streams
 
 
 def test_stream_keys_are_deterministic_and_distinct():

@@ -7,11 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stabfw import cli, registry
-from stabfw.config import ConfigError, parse_config
-from stabfw.experiment import run_config
-from stabfw.runner import run_loop
-from stabfw.sweep import _short_keys, expand_grid, is_finished, run_sweep
+from stabfw import cli
+from stabfw.errors import ConfigError
+from stabfw.experiments.grid import expand_grid, is_finished, short_keys
+from stabfw.experiments.runfile import run_config
+from stabfw.experiments.sweep import run_sweep
+from stabfw.run import registry
+from stabfw.run.config import parse_config
+from stabfw.run.runner import run_loop
 
 
 def _cfg(grid, **loop):
@@ -68,7 +71,7 @@ def test_grid_errors_name_the_cell_and_the_field():
 
 
 def test_short_names_fall_back_to_the_full_key_when_they_clash():
-    assert _short_keys(["domain.n", "loop.n", "loop.lam"]) == {
+    assert short_keys(["domain.n", "loop.n", "loop.lam"]) == {
         "domain.n": "domain.n", "loop.n": "loop.n", "loop.lam": "lam"}
 
 

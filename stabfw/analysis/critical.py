@@ -1,0 +1,450 @@
+"""Critical values: where a quantity crosses a threshold, and the critical λ of a loop.
+
+One home for every crossing: :func:`critical_value` interpolates where a measured
+quantity (ρ(J), a metric's drift, ...) crosses a threshold between grid points, with the
+delta-method standard error; :func:`critical_from_labels` does the same for stable /
+unstable verdicts; :func:`spectral_radius_scan` measures ρ(J) on a grid of λ (the λ curve
+of a run's analysis and the evaluations of :func:`critical_lambda` both use it).
+
+:func:`critical_lambda` brackets the crossing on a grid of λ (expanding it geometrically
+when needed) and bisects it. With the ``spectral_radius`` criterion ρ(J) is measured at
+each λ (averaged over ``n_replicates`` seeds, each seed's own retraining map); λ* is the
+linear interpolation of ρ − 1 inside the final bracket, and its uncertainty combines the
+bracket's half-width with the seed-to-seed standard error of ρ divided by the local slope
+dρ/dλ. With the ``verdict`` criterion each λ is a short run analysed by
+:class:`~stabfw.FixedPointAnalyzer`; "unstable" means ``diverging``, ``collapsing`` or
+``oscillating``.
+
+References
+----------
+Brent, *Algorithms for Minimization without Derivatives*, Prentice-Hall 1973, ch. 4
+(bracketing and bisection). Bertrand et al., ICLR 2024 (the stability threshold in λ).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from stabfw.analysis.fixed_point import FixedPointAnalyzer, solve_from_theta_star
+from stabfw.analysis.jacobian import JacobianAnalyzer
+from stabfw.analysis.results import AnalysisResult
+from stabfw.errors import ConfigError
+from stabfw.run.config import XSCALES
+from stabfw.run.retraining_map import RetrainingMap
+from stabfw.run.runner import run_loop
+from stabfw.run.step import as_retrain_config
+
+__all__ = [
+    "CriticalLambda",
+    "CriticalValue",
+    "coordinate_derivative",
+    "critical_from_labels",
+    "critical_lambda",
+    "critical_value",
+    "from_coordinate",
+    "resolve_xscale",
+    "spectral_radius_scan",
+    "to_coordinate",
+]
+
+UNSTABLE = ("diverging", "collapsing", "oscillating")
+
+
+# --- coordinates --------------------------------------------------------------------
+def to_coordinate(x: np.ndarray, scale: str) -> np.ndarray:
+    """u = f(x) of the interpolation coordinate ``scale`` (``lam``: λ/(1+λ), ∞ ↦ 1)."""
+    x = np.asarray(x, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if scale == "linear":
+            return x
+        if scale == "log":
+            return np.log(x)
+        if scale == "inverse":
+            return np.where(np.isinf(x), 0.0, 1.0 / x)
+        if scale == "lam":  # λ ↦ λ/(1+λ) ∈ [0, 1]: the synthetic share; ∞ ↦ 1
+            return np.where(np.isinf(x), 1.0, x / (1.0 + x))
+    raise ValueError(f"xscale must be one of {', '.join(XSCALES[1:])}, got {scale!r}")
+
+
+def from_coordinate(u: float, scale: str) -> float:
+    """x = f⁻¹(u)."""
+    if scale == "linear":
+        return u
+    if scale == "log":
+        return math.exp(u)
+    if scale == "inverse":
+        return math.inf if u == 0 else 1.0 / u
+    return math.inf if u >= 1 else u / (1.0 - u)
+
+
+def coordinate_derivative(u: float, scale: str) -> float:
+    """dx/du at u (maps a standard error in u back to x)."""
+    if scale == "linear":
+        return 1.0
+    if scale == "log":
+        return math.exp(u)
+    if scale == "inverse":
+        return math.inf if u == 0 else 1.0 / u**2
+    return math.inf if u >= 1 else 1.0 / (1.0 - u) ** 2
+
+
+def resolve_xscale(axis: str, xscale: str = "auto") -> str:
+    """``auto`` is ``lam`` (λ/(1+λ), so λ = ∞ has a place) for ``loop.lam``, else linear."""
+    if xscale == "auto":
+        return "lam" if axis == "loop.lam" else "linear"
+    if xscale not in XSCALES:
+        raise ConfigError(f"sweep.stability.xscale: must be one of {', '.join(XSCALES)}, "
+                          f"got {xscale!r}")
+    return xscale
+
+
+# --- critical values ----------------------------------------------------------------
+@dataclass
+class CriticalValue(AnalysisResult):
+    """Where a quantity crosses a threshold along one swept axis.
+
+    Attributes
+    ----------
+    value : float or None
+        The critical value (None when the quantity stays on one side over the grid).
+    stderr : float
+        Its standard error (delta method; for verdicts, half the bracket / √3).
+    bracket : (float, float) or None
+        The two grid values between which the crossing lies.
+    status : str
+        ``crossing``, ``multiple`` (the first crossing is reported), ``below`` or
+        ``above`` (no crossing: the quantity stays below / above the threshold).
+    axis, quantity, threshold, xscale : the question asked
+    group : dict
+        The values of the other swept axes this curve belongs to.
+    crossings : list of float
+        Every crossing found (several when the quantity is not monotone).
+    """
+
+    value: float | None
+    stderr: float
+    bracket: tuple[float, float] | None
+    status: str
+    axis: str = ""
+    quantity: str = ""
+    threshold: float = 1.0
+    xscale: str = "linear"
+    group: dict[str, Any] = field(default_factory=dict)
+    crossings: list[float] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """One line for people, e.g. ``loop.lam* = 0.52 ± 0.03 (between 0.5 and 0.6)``."""
+        name = self.axis.split(".")[-1] + "*"
+        where = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in self.group.items())
+        where = f" [{where}]" if where else ""
+        if self.value is None:
+            side = "below" if self.status == "below" else "above"
+            return (f"{name}: no crossing — {self.quantity} stays {side} {self.threshold:g} over "
+                    f"the grid{where}")
+        lo, hi = self.bracket or (math.nan, math.nan)
+        return (f"{name} = {self.value:.4g} ± {self.stderr:.2g} (between {lo:g} and {hi:g}; "
+                f"{self.quantity} = {self.threshold:g}){where}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (∞ as the string ``"inf"``)."""
+        return self._plain(asdict(self))
+
+
+def critical_value(
+    x: Sequence[float],
+    y: Sequence[float],
+    stderr: Sequence[float] | None = None,
+    threshold: float = 1.0,
+    xscale: str = "linear",
+) -> CriticalValue:
+    """Where ``y(x)`` crosses ``threshold``, with the standard error of that point.
+
+    The crossing is interpolated linearly between the bracketing grid points in the
+    coordinate ``u = f(x)`` given by ``xscale`` (``linear``, ``log``, ``inverse`` = 1/x,
+    ``lam`` = x/(1+x)); pick the one in which ``y`` is closest to linear. With
+    ``d = y − threshold`` on the bracket ``(u₀, u₁)``, ``u* = u₀ + d₀ (u₁ − u₀)/(d₀ − d₁)`` and
+
+        Var u* = (u₁ − u₀)² (d₁² s₀² + d₀² s₁²) / (d₀ − d₁)⁴,
+
+    mapped back to x by the derivative of f⁻¹.
+
+    Parameters
+    ----------
+    x : grid values (any order; ``inf`` allowed for ``inverse`` and ``lam``)
+    y : the quantity's mean at each grid value
+    stderr : its standard errors (default 0)
+    threshold : float
+    xscale : str
+
+    Returns
+    -------
+    CriticalValue
+
+    References
+    ----------
+    Delta method: Casella & Berger, *Statistical Inference*, 2nd ed., 2002, §5.5.4.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    s = np.zeros_like(y) if stderr is None else np.nan_to_num(np.asarray(stderr, float))
+    u = to_coordinate(x, xscale)
+    keep = np.isfinite(u) & np.isfinite(y)
+    x, y, s, u = x[keep], y[keep], s[keep], u[keep]
+    order = np.argsort(u, kind="stable")
+    if to_coordinate(np.array([1.0, 2.0]), xscale)[1] < to_coordinate(np.array([1.0]), xscale)[0]:
+        order = order[::-1]  # walk in increasing x
+    x, y, s, u = x[order], y[order], s[order], u[order]
+    d = y - threshold
+    found: list[tuple[float, float, tuple[float, float]]] = []
+    for i in range(len(d) - 1):
+        if d[i] == 0:
+            found.append((x[i], _exact_se(u, d, s, i, xscale), (x[i], x[i])))
+        elif d[i] * d[i + 1] < 0:
+            du, dd = u[i + 1] - u[i], d[i] - d[i + 1]
+            ustar = u[i] + d[i] * du / dd
+            var_u = du**2 * (d[i + 1] ** 2 * s[i] ** 2 + d[i] ** 2 * s[i + 1] ** 2) / dd**4
+            se = abs(coordinate_derivative(ustar, xscale)) * math.sqrt(var_u)
+            found.append((from_coordinate(ustar, xscale), se, (x[i], x[i + 1])))
+    if len(d) and d[-1] == 0 and not found:
+        found.append((x[-1], 0.0, (x[-1], x[-1])))
+    if not found:
+        status = "below" if len(d) and np.all(d < 0) else "above"
+        return CriticalValue(None, math.nan, None, status, threshold=threshold, xscale=xscale)
+    value, se, bracket = found[0]
+    return CriticalValue(float(value), float(se), (float(bracket[0]), float(bracket[1])),
+                         "crossing" if len(found) == 1 else "multiple", threshold=threshold,
+                         xscale=xscale, crossings=[float(f[0]) for f in found])
+
+
+def _exact_se(u, d, s, i, xscale) -> float:
+    """Standard error of a crossing that falls on a grid point: the local slope's."""
+    j = i + 1 if i + 1 < len(u) else i - 1
+    slope = (d[j] - d[i]) / (u[j] - u[i]) if u[j] != u[i] else math.inf
+    return abs(coordinate_derivative(u[i], xscale)) * (s[i] / abs(slope) if slope else math.inf)
+
+
+def critical_from_labels(
+    x: Sequence[float], unstable: Sequence[bool], xscale: str = "linear"
+) -> CriticalValue:
+    """The first change from stable to unstable along ``x``: the bracket's midpoint (in
+    the ``xscale`` coordinate) ± half the bracket (reported as stderr = half-width/√3,
+    a uniform distribution over the bracket)."""
+    x = np.asarray(x, dtype=float)
+    lab = np.asarray(unstable, dtype=bool)
+    u = to_coordinate(x, xscale)
+    order = np.argsort(u, kind="stable")
+    if to_coordinate(np.array([1.0, 2.0]), xscale)[1] < to_coordinate(np.array([1.0]), xscale)[0]:
+        order = order[::-1]
+    x, lab, u = x[order], lab[order], u[order]
+    changes = [i for i in range(len(lab) - 1) if lab[i] != lab[i + 1]]
+    if not changes:
+        return CriticalValue(None, math.nan, None, "above" if lab.all() else "below",
+                             threshold=0.5, xscale=xscale)
+    i = changes[0]
+    mid = 0.5 * (u[i] + u[i + 1])
+    half = abs(from_coordinate(u[i + 1], xscale) - from_coordinate(u[i], xscale)) / 2
+    return CriticalValue(float(from_coordinate(mid, xscale)), float(half / math.sqrt(3)),
+                         (float(x[i]), float(x[i + 1])),
+                         "crossing" if len(changes) == 1 else "multiple", threshold=0.5,
+                         xscale=xscale,
+                         crossings=[float(from_coordinate(0.5 * (u[j] + u[j + 1]), xscale))
+                                    for j in changes])
+
+
+@dataclass(frozen=True)
+class CriticalLambda(AnalysisResult):
+    """Where the loop turns unstable.
+
+    Attributes
+    ----------
+    lam_star : float
+        The critical λ (``inf`` when the loop is stable over the whole search range,
+        ``0`` when it is unstable already at the lower end).
+    bracket : (float, float)
+        The final stable / unstable λ.
+    uncertainty : float
+        Half-width of the bracket combined (in quadrature) with the effect of the seed
+        spread of ρ (spectral-radius criterion).
+    status : {"crossing", "stable_throughout", "unstable_throughout"}
+    criterion : {"spectral_radius", "verdict"}
+    history : list of dict
+        Every λ evaluated: its value(s) of ρ or verdicts.
+    n_lams : int
+        λ values evaluated.
+    wall_time : float
+    """
+
+    lam_star: float
+    bracket: tuple[float, float]
+    uncertainty: float
+    status: str
+    criterion: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+    n_lams: int = 0
+    wall_time: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return self._plain({
+            "lam_star": self.lam_star, "bracket": list(self.bracket),
+            "uncertainty": self.uncertainty, "status": self.status,
+            "criterion": self.criterion, "n_lams": self.n_lams,
+            "wall_time": round(self.wall_time, 3), "history": self.history})
+
+
+def _default_analyzer(loop: Any) -> JacobianAnalyzer:
+    method = "finite_difference" if loop.capabilities().with_theta else "auto"
+    return JacobianAnalyzer(method=method, k=2, bounds=False, norm=False)
+
+
+def spectral_radius_scan(loop: Any, config: Any, lams: Sequence[float], seeds: Sequence[int],
+                         analyzer: JacobianAnalyzer | None = None, at: str = "theta_star",
+                         maps: dict[int, RetrainingMap] | None = None) -> list[dict[str, Any]]:
+    """ρ(J) at each λ of ``lams``, for each seed of ``seeds``: the one ρ(λ) scan.
+
+    Each seed's map is built once (θ* is fitted once per seed, whatever λ) and re-used at
+    every λ through :meth:`RetrainingMap.with_lam`; ``at="fixed_point"`` solves each λ's
+    fixed point first (:func:`~stabfw.analysis.fixed_point.solve_from_theta_star`).
+
+    Returns
+    -------
+    list of dict
+        Per λ: ``lam``, ``rho`` (mean over seeds), ``rho_se`` (their standard error, 0
+        with one seed), ``rhos`` and the ``method`` used.
+    """
+    cfg = as_retrain_config(config)
+    maps = {} if maps is None else maps
+    base = analyzer or _default_analyzer(loop)
+    out = []
+    for lam in lams:
+        c = cfg.model_copy(update={"lam": float(lam)})
+        rhos, method = [], base.method
+        for s in seeds:
+            if s not in maps:
+                maps[s] = RetrainingMap(loop, cfg, seed=s)
+            G = maps[s].with_lam(float(lam))
+            an = copy.copy(base)
+            an.seed = s
+            point = solve_from_theta_star(G, an.solve) if at == "fixed_point" else None
+            res = an.analyze(loop, c, at=point, retraining_map=G)
+            rhos.append(float(res.spectral_radius))
+            method = res.method
+        se = float(np.std(rhos, ddof=1) / math.sqrt(len(rhos))) if len(rhos) > 1 else 0.0
+        out.append({"lam": float(lam), "rho": float(np.mean(rhos)), "rho_se": se,
+                    "rhos": rhos, "method": method})
+    return out
+
+
+def critical_lambda(
+    loop: Any,
+    config: Any,
+    *,
+    criterion: Literal["spectral_radius", "verdict"] = "spectral_radius",
+    bracket: tuple[float, float] = (0.0, 4.0),
+    max_lam: float = 1e3,
+    tol: float = 1e-2,
+    max_iter: int = 30,
+    n_replicates: int = 1,
+    analyzer: Any | None = None,
+    fixed_point_analyzer: Any | None = None,
+) -> CriticalLambda:
+    """The λ where the loop turns unstable, by bracketing and bisection.
+
+    Parameters
+    ----------
+    loop : SelfConsumingLoop
+    config : RetrainConfig or dict
+        Everything but λ (which is varied); ``policy`` must not be ``fully_synthetic``.
+    criterion : {"spectral_radius", "verdict"}
+        ``spectral_radius``: ρ(J) ≥ 1 is unstable (a :class:`~stabfw.JacobianAnalyzer`,
+        default ``finite_difference`` where θ can be substituted). ``verdict``: a run of
+        ``config.generations`` generations judged by :class:`~stabfw.FixedPointAnalyzer`.
+    bracket : (float, float)
+        Initial search interval; the upper end is doubled (up to ``max_lam``) until the
+        loop is unstable there.
+    tol : float
+        Stop when the bracket is narrower than ``tol·max(1, λ)``.
+    n_replicates : int
+        Seeds whose ρ is averaged at each λ (the config's first seeds).
+    analyzer : JacobianAnalyzer, optional
+    fixed_point_analyzer : FixedPointAnalyzer, optional
+
+    Returns
+    -------
+    CriticalLambda
+
+    References
+    ----------
+    Brent, *Algorithms for Minimization without Derivatives*, 1973, ch. 4.
+    """
+    cfg = as_retrain_config(config)
+    if cfg.policy == "fully_synthetic":
+        raise ValueError("critical_lambda varies λ; policy 'fully_synthetic' has no λ")
+    lo, hi = float(bracket[0]), float(bracket[1])
+    if not 0 <= lo < hi:
+        raise ValueError(f"bracket must satisfy 0 ≤ lo < hi, got {bracket}")
+    if criterion not in ("spectral_radius", "verdict"):
+        raise ValueError(f"criterion must be spectral_radius or verdict; got {criterion!r}")
+    if n_replicates < 1:
+        raise ValueError("n_replicates must be ≥ 1")
+    t0 = time.perf_counter()
+    history: list[dict[str, Any]] = []
+    maps: dict[int, RetrainingMap] = {}
+    seeds = cfg.seed_list[:n_replicates]
+    if len(seeds) < n_replicates:
+        seeds = list(range(n_replicates))
+
+    def at(lam: float) -> dict[str, Any]:
+        if criterion == "spectral_radius":
+            rec = spectral_radius_scan(loop, cfg, [lam], seeds, analyzer, maps=maps)[0]
+            rec.pop("method")
+            rec["unstable"] = rec["rho"] >= 1.0
+        else:
+            c = cfg.model_copy(update={"lam": lam})
+            fp = (fixed_point_analyzer or FixedPointAnalyzer()).analyze(run_loop(loop, c))
+            rec = {"lam": lam, "verdict": fp.verdict, "rate": float(fp.rate),
+                   "unstable": fp.verdict in UNSTABLE}
+        history.append(rec)
+        return rec
+
+    def done(lam_star: float, br: tuple[float, float], unc: float, status: str) -> CriticalLambda:
+        return CriticalLambda(lam_star, br, unc, status, criterion, history, len(history),
+                              time.perf_counter() - t0)
+
+    r_lo = at(lo)
+    if r_lo["unstable"]:
+        return done(lo, (lo, lo), 0.0, "unstable_throughout")
+    r_hi = at(hi)
+    while not r_hi["unstable"]:
+        if hi >= max_lam:
+            return done(math.inf, (hi, math.inf), math.inf, "stable_throughout")
+        lo, r_lo = hi, r_hi
+        hi = min(2 * hi, max_lam)
+        r_hi = at(hi)
+    for _ in range(max_iter):
+        if hi - lo <= tol * max(1.0, lo):
+            break
+        mid = 0.5 * (lo + hi)
+        r_mid = at(mid)
+        if r_mid["unstable"]:
+            hi, r_hi = mid, r_mid
+        else:
+            lo, r_lo = mid, r_mid
+    half = 0.5 * (hi - lo)
+    if criterion == "spectral_radius":
+        slope = (r_hi["rho"] - r_lo["rho"]) / (hi - lo)
+        frac = (1.0 - r_lo["rho"]) / (r_hi["rho"] - r_lo["rho"]) if r_hi["rho"] != r_lo["rho"] \
+            else 0.5
+        lam_star = lo + min(max(frac, 0.0), 1.0) * (hi - lo)
+        se = max(r_lo["rho_se"], r_hi["rho_se"])
+        unc = math.hypot(half, se / slope if slope > 0 else math.inf if se > 0 else 0.0)
+    else:
+        lam_star, unc = 0.5 * (lo + hi), half
+    return done(lam_star, (lo, hi), unc, "crossing")

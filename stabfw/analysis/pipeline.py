@@ -1,0 +1,185 @@
+"""Run the analyzers a config's ``analysis:`` section selects (no plotting, no files).
+
+``stabfw run`` calls :func:`analyze_run` after the loop and stores every result under
+``analysis`` in ``summary.json``; ``stabfw analyze RUN_DIR`` calls it on a finished run.
+The section's schema is :class:`stabfw.run.analysis_config.AnalysisConfig`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from stabfw.analysis.bounds import estimate_constants, theorem1_curve
+from stabfw.analysis.critical import critical_lambda, spectral_radius_scan
+from stabfw.analysis.fixed_point import FixedPointAnalyzer, solve_from_theta_star
+from stabfw.analysis.jacobian import JacobianAnalyzer
+from stabfw.run.analysis_config import (
+    METHOD_OPTIONS,
+    AnalysisConfig,
+    JacobianOptions,
+    LambdaCurveOptions,
+)
+from stabfw.run.config import RunConfig, parse_config
+from stabfw.run.registry import make
+from stabfw.run.retraining_map import RetrainingMap
+from stabfw.run.trajectory import Trajectory
+
+__all__ = ["analyze_run"]
+
+
+class _Log:
+    """One line per analyzer on stderr, with the seconds since the first."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.t0 = enabled, time.perf_counter()
+
+    def __call__(self, msg: str) -> None:
+        if self.enabled:
+            print(f"[stabfw analyze {time.perf_counter() - self.t0:7.1f} s] {msg}",
+                  file=sys.stderr, flush=True)
+
+
+def analyze_run(
+    source: Any,
+    cfg: Any | None = None,
+    analysis: AnalysisConfig | dict[str, Any] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run the analyzers of an ``analysis:`` section; return their JSON-ready results.
+
+    Parameters
+    ----------
+    source : Trajectory, or path of a finished run directory
+    cfg : RunConfig, optional
+        The run's config (read from the run directory's ``config.yaml`` when absent).
+    analysis : AnalysisConfig or dict, optional
+        Which analyzers (default: ``cfg.analysis``, else the fixed-point analyzer and a
+        Jacobian with the automatic method).
+    progress : bool
+        Print one line per analyzer to stderr.
+
+    Returns
+    -------
+    dict
+        ``fixed_point``, ``fixed_point_metrics``, ``jacobian`` (per method), ``solve``,
+        ``lambda_curve``, ``critical_lambda`` — whichever ran.
+    """
+    log = _Log(progress)
+    traj = source if isinstance(source, Trajectory) else Trajectory.load(source)
+    if cfg is None:
+        cfg = parse_config(traj.config)
+    elif not isinstance(cfg, RunConfig):
+        cfg = parse_config(cfg)
+    if analysis is None:
+        analysis = cfg.analysis or AnalysisConfig(jacobian=JacobianOptions())
+    elif not isinstance(analysis, AnalysisConfig):
+        analysis = AnalysisConfig.model_validate(analysis)
+    results: dict[str, Any] = {}
+
+    if analysis.fixed_point is not None:
+        o = analysis.fixed_point
+        fpa = FixedPointAnalyzer(confidence=o.confidence, burn_in=o.burn_in,
+                                 n_bootstrap=o.n_bootstrap)
+        log("fixed-point analyzer on θ")
+        results["fixed_point"] = fpa.analyze(traj).to_dict()
+        if o.metrics:
+            results["fixed_point_metrics"] = {m: fpa.analyze(traj, metric=m).to_dict()
+                                              for m in o.metrics}
+
+    need_loop = any(getattr(analysis, k) is not None
+                    for k in ("jacobian", "solve", "lambda_curve", "critical_lambda"))
+    if not need_loop:
+        return results
+    loop = make(cfg.domain.name, **cfg.domain.params)
+    maps: dict[int, RetrainingMap] = {}
+
+    def retraining_map(seed: int | None) -> RetrainingMap:
+        """One map per replicate, shared by the analyzers: θ* is fitted once."""
+        s = cfg.loop.seed_list[0] if seed is None else seed
+        if s not in maps:
+            maps[s] = RetrainingMap(loop, cfg.loop, seed=s)
+        return maps[s]
+
+    solution = None
+    if analysis.solve is not None:
+        log(f"fixed-point solve ({analysis.solve.method})")
+        solution = solve_from_theta_star(retraining_map(analysis.solve.seed), analysis.solve)
+        results["solve"] = solution.to_dict()
+
+    jac_results: dict[str, Any] = {}
+    if analysis.jacobian is not None:
+        o = analysis.jacobian
+        G = retraining_map(o.seed)
+        at: Any = o.at
+        if o.at == "fixed_point":  # solved once for every method
+            if solution is None or solution.info.get("seed") != G.seed:
+                log("fixed-point solve (anderson) for the Jacobians")
+                solution = solve_from_theta_star(G)
+            at = solution
+        jac = {}
+        for method in o.methods:
+            log(f"Jacobian by {method} at {o.at}")
+            an = JacobianAnalyzer(method=method, spectrum=o.spectrum, k=o.k, tol=o.tol,
+                                  seed=o.seed, bounds=o.bounds, options=_for(method, o.options))
+            res = an.analyze(loop, cfg.loop, at=at, retraining_map=G)
+            jac_results[res.method] = res
+            jac[res.method] = res.to_dict()
+        results["jacobian"] = jac
+
+    if analysis.lambda_curve is not None:
+        log("ρ(J) against λ")
+        results["lambda_curve"] = _lambda_curve(loop, cfg, analysis.lambda_curve, jac_results,
+                                                maps)
+
+    if analysis.critical_lambda is not None:
+        o = analysis.critical_lambda
+        log(f"critical λ ({o.criterion})")
+        an = (JacobianAnalyzer(method=o.method, k=2, bounds=False, norm=False,
+                               options=_for(o.method, o.options))
+              if o.criterion == "spectral_radius" else None)
+        crit = critical_lambda(loop, cfg.loop, criterion=o.criterion, bracket=o.bracket,
+                               max_lam=o.max_lam, tol=o.tol, n_replicates=o.n_replicates,
+                               analyzer=an)
+        results["critical_lambda"] = crit.to_dict()
+    return results
+
+
+def _for(method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options of a config section that apply to ``method`` (a section may list
+    options of several methods)."""
+    if method == "auto":
+        return dict(options)
+    return {k: v for k, v in options.items() if k in METHOD_OPTIONS[method].model_fields}
+
+
+def _lambda_curve(loop: Any, cfg: Any, o: LambdaCurveOptions, jac: dict[str, Any],
+                  maps: dict[int, RetrainingMap]) -> dict[str, Any]:
+    seeds = cfg.loop.seed_list[:o.replicates]
+    # only ρ is drawn: two eigenvalues (a ± or complex pair), no norm
+    an = JacobianAnalyzer(method=o.method, k=2, bounds=False, norm=False,
+                          options=_for(o.method, o.options))
+    scan = spectral_radius_scan(loop, cfg.loop, o.lams, seeds, an, at=o.at, maps=maps)
+    rhos = [p["rho"] for p in scan]
+    out: dict[str, Any] = {
+        "lams": list(o.lams), "spectral_radius": rhos,
+        "stderr": [p["rho_se"] if len(seeds) > 1 else None for p in scan], "at": o.at,
+        "method": scan[0]["method"] if scan else o.method,
+        "exponential_family": [lam / (1 + lam) for lam in o.lams]}
+    consts, source = o.constants, "config"
+    if consts is None:
+        for r in jac.values():
+            b = r.bounds or {}
+            if b.get("alpha") is not None:
+                consts = {"alpha": b["alpha"], "L": b["L"], "eps": b["eps"]}
+                source = f"estimated ({r.method})"
+                break
+    if consts is None and loop.capabilities().differentiable:
+        G = maps[seeds[0]]
+        consts, source = estimate_constants(loop, G.theta_star, G.real0), "estimated"
+    if consts is not None:
+        out["theorem1"] = {**theorem1_curve(o.lams, consts["alpha"], consts["L"], consts["eps"],
+                                            measured=rhos), "source": source}
+    return out
+

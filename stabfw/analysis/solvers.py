@@ -1,0 +1,278 @@
+"""Fixed-point solvers for a map ``x ↦ G(x)``: damped Picard and Anderson acceleration.
+
+Both share one signature, ``solver(G, x0, *, tol, max_iter, ...)``, and return a
+:class:`FixedPointSolution` with a status, the best (lowest-residual) iterate, the residual
+trace and the number of map evaluations — the shape of torchdeq's and optimistix's solvers.
+``G`` may be any callable on 1-D float arrays; :class:`stabfw.RetrainingMap`
+builds one from a loop (generate → mix → fit with common random numbers).
+
+References
+----------
+Walker & Ni, "Anderson acceleration for fixed-point iterations", SIAM J. Numer. Anal.
+49(4), 2011. Anderson, "Iterative procedures for nonlinear integral equations", J. ACM
+12(4), 1965. Kelley, *Iterative Methods for Linear and Nonlinear Equations*, SIAM 1995,
+ch. 4 (damped fixed-point iteration).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from stabfw.analysis.results import AnalysisResult
+
+__all__ = ["SOLVERS", "FixedPointSolution", "anderson", "picard", "solve_fixed_point"]
+
+Status = Literal["converged", "max_iter", "diverged"]
+
+
+@dataclass(frozen=True)
+class FixedPointSolution(AnalysisResult):
+    """The result of a fixed-point solve.
+
+    Attributes
+    ----------
+    fixed_point : numpy.ndarray
+        The iterate with the lowest residual ‖G(x) − x‖ seen (not necessarily the last).
+    status : {"converged", "max_iter", "diverged"}
+    residuals : numpy.ndarray
+        ‖G(x_k) − x_k‖ of every evaluated iterate, in order.
+    n_evaluations : int
+        Calls of ``G``.
+    method : str
+    residual : float
+        The residual of ``fixed_point``.
+    tol : float
+        The absolute tolerance that was applied (``atol + rtol·‖x‖``).
+    wall_time : float
+        Seconds.
+    """
+
+    fixed_point: np.ndarray
+    status: Status
+    residuals: np.ndarray
+    n_evaluations: int
+    method: str
+    residual: float
+    tol: float
+    wall_time: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def converged(self) -> bool:
+        """Whether the residual fell below the tolerance."""
+        return self.status == "converged"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (the fixed point itself only when it is short)."""
+        out = {
+            "method": self.method,
+            "status": self.status,
+            "residual": self.residual,
+            "tol": self.tol,
+            "n_evaluations": int(self.n_evaluations),
+            "wall_time": round(float(self.wall_time), 4),
+            "residuals": self.residuals,
+            **self.info,
+        }
+        if self.fixed_point.size <= 50:
+            out["fixed_point"] = self.fixed_point
+        return self._plain(out)
+
+
+class _Tracker:
+    """Counts evaluations and keeps the lowest-residual iterate."""
+
+    def __init__(self, G: Callable[[np.ndarray], np.ndarray], atol: float, rtol: float):
+        self.G, self.atol, self.rtol = G, atol, rtol
+        self.n = 0
+        self.residuals: list[float] = []
+        self.best_x: np.ndarray | None = None
+        self.best_r = math.inf
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        gx = np.asarray(self.G(x), dtype=float)
+        self.n += 1
+        if gx.shape != x.shape:
+            raise ValueError(f"the map returned shape {gx.shape} for an input of shape {x.shape}")
+        f = gx - x
+        r = float(np.linalg.norm(f)) if np.all(np.isfinite(f)) else math.inf
+        self.residuals.append(r)
+        if r < self.best_r:
+            self.best_r, self.best_x = r, x.copy()
+        return gx, f, r
+
+    def tol(self, x: np.ndarray) -> float:
+        return self.atol + self.rtol * float(np.linalg.norm(x))
+
+
+def _finish(tr: _Tracker, x0: np.ndarray, status: Status, method: str, t0: float,
+            **info: Any) -> FixedPointSolution:
+    best = tr.best_x if tr.best_x is not None else x0.copy()
+    return FixedPointSolution(best, status, np.asarray(tr.residuals), tr.n, method, tr.best_r,
+                              tr.tol(best), time.perf_counter() - t0, info)
+
+
+def _check(x0: Any, tol: float, max_iter: int) -> np.ndarray:
+    x = np.array(x0, dtype=float).reshape(-1)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x0 must be finite")
+    if tol <= 0:
+        raise ValueError(f"tol must be > 0, got {tol}")
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be ≥ 1, got {max_iter}")
+    return x
+
+
+def picard(
+    G: Callable[[np.ndarray], np.ndarray],
+    x0: Any,
+    *,
+    tol: float = 1e-8,
+    rtol: float = 0.0,
+    max_iter: int = 1000,
+    damping: float = 1.0,
+    divergence: float = 1e8,
+) -> FixedPointSolution:
+    """Damped Picard iteration ``x ← (1 − β) x + β G(x)``.
+
+    Parameters
+    ----------
+    G : callable
+        The map, on 1-D float arrays.
+    x0 : array_like
+        Starting point.
+    tol, rtol : float
+        Stop when ‖G(x) − x‖ ≤ tol + rtol·‖x‖.
+    max_iter : int
+        Maximum number of map evaluations.
+    damping : float
+        β in (0, 1]; 1 is plain fixed-point iteration.
+    divergence : float
+        Give up (status ``"diverged"``) when the residual grows beyond this factor of the
+        first residual, or becomes non-finite.
+
+    Returns
+    -------
+    FixedPointSolution
+
+    References
+    ----------
+    Kelley, *Iterative Methods for Linear and Nonlinear Equations*, SIAM 1995, ch. 4.
+    """
+    if not 0 < damping <= 1:
+        raise ValueError(f"damping must be in (0, 1], got {damping}")
+    t0 = time.perf_counter()
+    x = _check(x0, tol, max_iter)
+    tr = _Tracker(G, tol, rtol)
+    r0 = None
+    for _ in range(max_iter):
+        _, f, r = tr(x)
+        r0 = r if r0 is None else r0
+        if r <= tr.tol(x):
+            return _finish(tr, x, "converged", "picard", t0, damping=damping)
+        if not math.isfinite(r) or r > divergence * max(r0, 1e-300):
+            return _finish(tr, x, "diverged", "picard", t0, damping=damping)
+        x = x + damping * f
+    return _finish(tr, x, "max_iter", "picard", t0, damping=damping)
+
+
+def anderson(
+    G: Callable[[np.ndarray], np.ndarray],
+    x0: Any,
+    *,
+    tol: float = 1e-8,
+    rtol: float = 0.0,
+    max_iter: int = 1000,
+    memory: int = 5,
+    damping: float = 1.0,
+    regularization: float = 1e-10,
+    divergence: float = 1e8,
+) -> FixedPointSolution:
+    """Anderson acceleration (type II) of the fixed-point iteration.
+
+    With residuals ``f_k = G(x_k) − x_k`` and the last ``memory`` differences
+    ``ΔF, ΔX``, the next iterate is ``x + βf − (ΔX + βΔF) γ`` where γ solves the
+    (Tikhonov-regularised) least-squares problem ``min ‖f − ΔF γ‖``. The history is
+    cleared when a step increases the residual tenfold (a safeguard for maps that are
+    only locally contracting).
+
+    Parameters
+    ----------
+    G, x0, tol, rtol, max_iter, divergence
+        As in :func:`picard`.
+    memory : int
+        Number of past differences kept (m in the literature); 0 is damped Picard.
+    damping : float
+        β in (0, 1].
+    regularization : float
+        Relative Tikhonov term of the least-squares problem.
+
+    Returns
+    -------
+    FixedPointSolution
+
+    References
+    ----------
+    Walker & Ni, SIAM J. Numer. Anal. 49(4):1715–1735, 2011.
+    """
+    if not 0 < damping <= 1:
+        raise ValueError(f"damping must be in (0, 1], got {damping}")
+    if memory < 0:
+        raise ValueError(f"memory must be ≥ 0, got {memory}")
+    t0 = time.perf_counter()
+    x = _check(x0, tol, max_iter)
+    tr = _Tracker(G, tol, rtol)
+    dX: list[np.ndarray] = []
+    dF: list[np.ndarray] = []
+    x_prev = f_prev = None
+    r0 = r_prev = None
+    restarts = 0
+    for _ in range(max_iter):
+        _, f, r = tr(x)
+        r0 = r if r0 is None else r0
+        if r <= tr.tol(x):
+            return _finish(tr, x, "converged", "anderson", t0, memory=memory, restarts=restarts)
+        if not math.isfinite(r) or r > divergence * max(r0, 1e-300):
+            return _finish(tr, x, "diverged", "anderson", t0, memory=memory, restarts=restarts)
+        if r_prev is not None and r > 10 * r_prev and dX:
+            dX.clear()
+            dF.clear()
+            restarts += 1
+            x_prev = f_prev = None
+            x = tr.best_x.copy()
+            r_prev = tr.best_r
+            continue
+        if x_prev is not None:
+            dX.append(x - x_prev)
+            dF.append(f - f_prev)
+            if len(dX) > memory:
+                dX.pop(0)
+                dF.pop(0)
+        x_prev, f_prev, r_prev = x, f, r
+        if dX:
+            Fm = np.stack(dF, axis=1)
+            Xm = np.stack(dX, axis=1)
+            gram = Fm.T @ Fm
+            gram += regularization * max(np.trace(gram), 1e-300) * np.eye(gram.shape[0])
+            gamma = np.linalg.solve(gram, Fm.T @ f)
+            x = x + damping * f - (Xm + damping * Fm) @ gamma
+        else:
+            x = x + damping * f
+    return _finish(tr, x, "max_iter", "anderson", t0, memory=memory, restarts=restarts)
+
+
+SOLVERS: dict[str, Callable[..., FixedPointSolution]] = {"picard": picard, "anderson": anderson}
+
+
+def solve_fixed_point(G: Callable[[np.ndarray], np.ndarray], x0: Any, method: str = "anderson",
+                      **options: Any) -> FixedPointSolution:
+    """Find a fixed point of ``G`` from ``x0`` with ``method`` ("picard" or "anderson")."""
+    if method not in SOLVERS:
+        raise ValueError(f"method must be one of {', '.join(SOLVERS)}; got {method!r}")
+    return SOLVERS[method](G, x0, **options)

@@ -1,0 +1,7 @@
+"""``python -m stabfw.cli``: the ``stabfw`` command."""
+
+import sys
+
+from stabfw.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,48 @@
+"""``stabfw sweep CONFIG``: run every cell of a config's sweep."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from stabfw.cli.common import add_set_option, default_out
+from stabfw.errors import ConfigError
+from stabfw.experiments.sweep import run_sweep
+from stabfw.run.config import load_config
+
+__all__ = ["register"]
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run the sweep; exit 1 when a cell failed."""
+    cfg = load_config(args.config, args.set)
+    if cfg.sweep is None:
+        raise ConfigError(f"{args.config} has no 'sweep:' section; add sweep.grid "
+                          "(e.g. {loop.lam: [0, 0.5, 1]}) or use `stabfw run`")
+    out = Path(args.out or cfg.output.dir or default_out(args.config))
+    res = run_sweep(cfg, out, backend=args.backend, workers=args.workers,
+                    address=args.address, resume=args.resume)
+    n_skip = sum(r.status == "skipped" for r in res.results.values())
+    print(f"wrote {out}/ ({len(res.cells)} cells, {n_skip} already finished, "
+          f"backend {res.backend}, {res.seconds:.1f} s); report: {out / 'report.html'}")
+    if res.failed:
+        print(f"{len(res.failed)} cell(s) failed: {', '.join(res.failed)} "
+              f"(tracebacks in the log above; re-run to retry them)")
+        return 1
+    return 0
+
+
+def register(sub) -> None:
+    """Add ``stabfw sweep`` to the CLI's subparsers."""
+    p = sub.add_parser("sweep", help="run every cell of a config's sweep: grid")
+    p.add_argument("config")
+    p.add_argument("--backend", choices=["auto", "serial", "local", "ray"],
+                   help="where cells run (default: sweep.backend, else auto = local if joblib "
+                        "is installed)")
+    p.add_argument("--workers", type=int, help="parallel workers (default: one per core)")
+    p.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
+    p.add_argument("--out", help="sweep directory (default: output.dir or runs/<config name>)")
+    add_set_option(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue interrupted cells from their checkpoints")
+    p.set_defaults(func=cmd_sweep)

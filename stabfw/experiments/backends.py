@@ -1,0 +1,223 @@
+"""Where sweep cells run: in this process, in local worker processes, or on a Ray cluster.
+
+Every backend offers ``map(fn, tasks)``, yielding ``fn(task)`` for each task as it finishes
+(in any order). ``fn`` must be a module-level function, so that it pickles by reference.
+
+* ``serial``: one after the other in this process.
+* ``local``: joblib's loky process pool. Each worker is limited to one BLAS/OpenMP/torch
+  thread: with one process per core, the libraries' own thread pools would oversubscribe
+  the cores (measured 10–20× slower for torch on 2 cores).
+* ``ray``: one Ray Core task per cell, on ``ray.init()`` (a local instance) or an existing
+  cluster (``address``). Workers write their cell directory themselves, so the sweep
+  directory must lie on storage every node sees; with ``storage="return"`` the worker runs
+  the cell in a scratch directory and returns the files to the driver instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from stabfw._util.atomic import atomic_write
+from stabfw._util.threads import THREAD_VARS, blas_threads, cpu_count, limit_threads
+from stabfw.errors import ConfigError
+
+__all__ = ["BACKENDS", "LocalBackend", "RayBackend", "SerialBackend", "cpu_count",
+           "limit_threads", "make_backend", "ray_task", "worker_info", "write_returned"]
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "serial", "local", "ray")
+
+
+def _limited_call(fn: Callable[[Any], Any], task: Any) -> Any:
+    """Run ``fn(task)`` in a worker limited to one thread (also after torch is imported)."""
+    limit_threads()
+    result = fn(task)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != 1:  # imported during the task
+        torch.set_num_threads(1)
+    return result
+
+
+def worker_info(task: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a worker runs with: process id, BLAS threads, ``OMP_NUM_THREADS`` and, with
+    ``task={"import_torch": True}``, torch's thread count. A diagnostic task:
+    ``list(make_backend("local").map(worker_info, [{}] * 2))``."""
+    torch_threads = None
+    if (task or {}).get("import_torch"):
+        import torch
+
+        torch_threads = torch.get_num_threads()
+    return {"pid": os.getpid(), "blas": blas_threads(), "torch": torch_threads,
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+
+
+class SerialBackend:
+    """Run tasks one after the other in this process."""
+
+    name = "serial"
+    workers = 1
+
+    def map(self, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[Any]:
+        for task in tasks:
+            yield fn(task)
+
+
+class LocalBackend:
+    """joblib/loky worker processes on this machine, one thread each.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Worker processes (default: one per CPU core).
+    """
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None):
+        self.workers = workers
+
+    def map(self, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[Any]:
+        try:
+            from joblib import Parallel, delayed, parallel_config
+        except ImportError as err:
+            raise ConfigError("sweep.backend 'local' needs joblib: pip install joblib "
+                              "(or 'stabfw[distributed]'), or choose backend 'serial'") from err
+        n_jobs = min(self.workers or cpu_count(), max(len(tasks), 1))
+        # inner_max_num_threads sets the thread variables before each worker starts, so a
+        # torch imported inside a task starts with one thread too
+        with parallel_config(backend="loky", inner_max_num_threads=1):
+            yield from Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+                delayed(_limited_call)(fn, t) for t in tasks)
+
+
+def ray_task(fn: Callable[[Any], Any], task: Any, storage: str) -> Any:
+    """Body of a Ray task: run one cell, optionally in scratch space, returning its files."""
+    if storage != "return":
+        return _limited_call(fn, task)
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="stabfw-cell-") as tmp:
+        local = dict(task, dir=tmp)
+        result = _limited_call(fn, local)
+        files = {str(p.relative_to(tmp)): p.read_bytes()
+                 for p in Path(tmp).rglob("*") if p.is_file()}
+    return {"result": result, "files": files, "dir": task["dir"]}
+
+
+class RayBackend:
+    """One Ray Core task per cell.
+
+    Parameters
+    ----------
+    workers : int, optional
+        CPUs of the local Ray instance this backend starts (ignored with ``address``).
+    address : str, optional
+        An existing cluster (``"auto"``, ``"ray://host:10001"``, ...). Without it, a Ray
+        instance already initialised in this process is used, else a local one is started.
+    storage : {"shared", "return"}
+        ``shared``: workers write the cell directories themselves (the sweep directory must
+        be on storage all nodes see). ``return``: workers send the files back to the driver.
+    """
+
+    name = "ray"
+
+    def __init__(self, workers: int | None = None, address: str | None = None,
+                 storage: str = "shared"):
+        if storage not in ("shared", "return"):
+            raise ConfigError(f"ray storage must be 'shared' or 'return', got {storage!r}")
+        self.workers = workers
+        self.address = address
+        self.storage = storage
+
+    def _init(self):
+        try:
+            import ray
+        except ImportError as err:
+            raise ConfigError("sweep.backend 'ray' needs Ray: pip install 'stabfw[distributed]'"
+                              ) from err
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if self.address:
+                kwargs["address"] = self.address
+            else:
+                kwargs["num_cpus"] = self.workers or cpu_count()
+                # workers start with one BLAS/OpenMP thread
+                kwargs["runtime_env"] = {"env_vars": {v: "1" for v in THREAD_VARS}}
+            ray.init(**kwargs)
+        return ray
+
+    def map(self, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[Any]:
+        if not tasks:
+            return
+        ray = self._init()
+        remote = ray.remote(num_cpus=1, max_retries=0)(ray_task)
+        fn_ref = ray.put(fn)
+        pending = [remote.remote(fn_ref, t, self.storage) for t in tasks]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                out = ray.get(ref)
+                if self.storage == "return":
+                    out = write_returned(out)
+                yield out
+
+
+def write_returned(out: dict[str, Any]) -> Any:
+    """Write a cell's returned files under its directory on the driver; its result."""
+    from pathlib import Path
+
+    root = Path(out["dir"])
+    for rel, data in out["files"].items():
+        atomic_write(root / rel, lambda f, data=data: f.write(data))
+    return out["result"]
+
+
+def make_backend(name: str | None = "auto", workers: int | None = None,
+                 address: str | None = None, n_tasks: int | None = None, **options: Any):
+    """A backend by name.
+
+    Parameters
+    ----------
+    name : {"auto", "serial", "local", "ray"}
+        ``auto`` is ``local`` when joblib is installed and more than one task and one
+        worker are at hand, else ``serial``.
+    workers : int, optional
+        Parallel workers (default: one per CPU core). ``workers=1`` runs ``local``
+        serially in this process.
+    address : str, optional
+        Ray cluster address (``ray`` only).
+    n_tasks : int, optional
+        How many tasks will run (``auto`` picks ``serial`` for one).
+    **options
+        Passed to the backend (``storage`` for ``ray``).
+    """
+    name = name or "auto"
+    if name not in BACKENDS:
+        raise ConfigError(f"sweep.backend: unknown backend {name!r}; choose one of "
+                          f"{', '.join(BACKENDS)}")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"sweep.workers must be ≥ 1, got {workers}")
+    if address and name not in ("ray",):
+        raise ConfigError(f"sweep.address is only used by backend 'ray' (backend is {name!r})")
+    n_workers = workers or cpu_count()
+    if name == "auto":
+        try:
+            import joblib  # noqa: F401
+
+            has_joblib = True
+        except ImportError:
+            has_joblib = False
+            log.warning("joblib is not installed; running the sweep's cells one after the other "
+                        "(pip install joblib for parallel cells)")
+        name = "local" if has_joblib and n_workers > 1 and (n_tasks or 2) > 1 else "serial"
+    if name == "serial" or (name == "local" and n_workers == 1):
+        return SerialBackend()
+    if name == "local":
+        return LocalBackend(workers)
+    return RayBackend(workers, address, **options)

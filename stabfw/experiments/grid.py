@@ -1,0 +1,95 @@
+"""A sweep's grid: the Cartesian product of ``sweep.grid``, one validated config per cell,
+and whether a cell's run directory is finished already."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stabfw._util.jsonio import read_json, to_jsonable
+from stabfw._util.numbers import slug, yaml_scalar
+from stabfw.errors import ConfigError
+from stabfw.run.config import RunConfig, apply_overrides, parse_config
+
+__all__ = ["Cell", "cell_identity", "expand_grid", "is_finished", "short_keys"]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of a sweep: its directory name, its overrides and its config."""
+
+    name: str
+    overrides: dict[str, Any]
+    config: RunConfig
+
+
+# --- grid ---------------------------------------------------------------------------
+def short_keys(keys: list[str]) -> dict[str, str]:
+    """The last part of each dotted key, or the whole key where two would clash."""
+    last = [k.split(".")[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
+def expand_grid(cfg: RunConfig) -> list[Cell]:
+    """The Cartesian product of ``cfg.sweep.grid``, each cell validated as a full config.
+
+    Raises
+    ------
+    ConfigError
+        When a cell's config is invalid (the message names the cell and the field) or two
+        cells would share a directory name.
+    """
+    if cfg.sweep is None:
+        return []
+    base = cfg.to_dict()
+    base.pop("sweep", None)
+    base.get("output", {}).pop("dir", None)
+    keys = list(cfg.sweep.grid)
+    short = short_keys(keys)
+    cells: list[Cell] = []
+    seen: dict[str, dict[str, Any]] = {}
+    configs: dict[str, str] = {}
+    grid = cfg.sweep.grid  # ∞ already parsed by the schema
+    for values in itertools.product(*(grid[k] for k in keys)):
+        overrides = dict(zip(keys, values))
+        name = ",".join(f"{short[k]}={slug(v)}" for k, v in overrides.items())
+        if name in seen:
+            raise ConfigError(f"sweep.grid: cells {seen[name]} and {overrides} would share the "
+                              f"directory name {name!r}; remove the duplicate value")
+        seen[name] = overrides
+        raw = apply_overrides(base, [f"{k}={yaml_scalar(v)}" for k, v in overrides.items()])
+        try:
+            cell_cfg = parse_config(raw)
+        except ConfigError as err:
+            raise ConfigError(f"sweep.grid cell {name} ({overrides}): {err}") from None
+        ident = json.dumps(to_jsonable(cell_cfg.to_dict()), sort_keys=True)
+        if ident in configs:
+            raise ConfigError(f"sweep.grid: cells {configs[ident]} and {name} are the same "
+                              "configuration; remove the duplicate value")
+        configs[ident] = name
+        cells.append(Cell(name, overrides, cell_cfg))
+    return cells
+
+
+# --- finished cells -----------------------------------------------------------------
+def cell_identity(record: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a recorded config that decide a run's numbers (not ``output``/``sweep``)."""
+    return {k: v for k, v in record.items() if k not in ("output", "sweep")}
+
+
+def is_finished(run_dir: str | Path, cfg: RunConfig) -> bool:
+    """Whether ``run_dir`` holds a finished run of ``cfg`` (same domain, loop and analysis)."""
+    run_dir = Path(run_dir)
+    summary = run_dir / "summary.json"
+    if not summary.is_file() or not (run_dir / "metrics.csv").is_file():
+        return False
+    try:
+        recorded = read_json(summary).get("config") or {}
+    except (ValueError, OSError):
+        return False
+    return cell_identity(recorded) == cell_identity(cfg.record())
+
+

@@ -1,0 +1,240 @@
+"""Sweeps: a grid over config fields, one ordinary run directory per cell.
+
+A sweep directory holds::
+
+    OUT/index.json        the sweep's config and one entry per cell (overrides, status, time)
+    OUT/aggregates.csv    one row per cell: the swept values and last-generation statistics
+    OUT/cells/<name>/     an ordinary run directory (resume or analyse it alone)
+    OUT/report.png        metric curves of every cell
+    OUT/stability.png     the stability diagram (see :mod:`stabfw.experiments.stability`)
+    OUT/report.html       a self-contained page with all of the above
+
+A re-run skips the cells whose run directory is finished for the same configuration, so
+an interrupted sweep continues where it stopped and a grown grid only runs its new cells.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stabfw._util.jsonio import flatten, read_json, write_json
+from stabfw.errors import ConfigError
+from stabfw.experiments.backends import make_backend
+from stabfw.experiments.grid import Cell, expand_grid, is_finished
+from stabfw.experiments.single import run_single
+from stabfw.experiments.stability import write_stability
+from stabfw.reporting.figures import plot_runs
+from stabfw.reporting.html import write_report
+from stabfw.run import registry
+from stabfw.run.config import RunConfig
+from stabfw.run.trajectory import Trajectory
+
+__all__ = ["CellResult", "SweepResult", "aggregates", "run_cell", "run_sweep", "write_outputs"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CellResult:
+    """What running (or skipping) one cell gave."""
+
+    name: str
+    status: str  # "done", "skipped" (finished before) or "failed"
+    seconds: float = 0.0
+    error: str | None = None
+    summary: dict[str, Any] | None = None
+
+
+@dataclass
+class SweepResult:
+    """A finished sweep: where it lies, its cells and what each gave."""
+
+    out: Path
+    cells: list[Cell]
+    results: dict[str, CellResult] = field(default_factory=dict)
+    backend: str = "serial"
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[str]:
+        """Names of the cells that raised."""
+        return [n for n, r in self.results.items() if r.status == "failed"]
+
+    def trajectories(self) -> dict[str, Trajectory]:
+        """Every finished cell's trajectory, by cell name (read from disk)."""
+        return {c.name: Trajectory.load(self.out / "cells" / c.name) for c in self.cells
+                if self.results.get(c.name) and self.results[c.name].status != "failed"}
+
+
+# --- running ------------------------------------------------------------------------
+def _domain_registration(name: str) -> tuple[str, str] | None:
+    """A run-time registration a worker process must repeat (built-ins need none)."""
+    entry = {e.name: e for e in registry.list_domains()}.get(name)
+    if entry is None or registry.is_builtin(name):
+        return None
+    return entry.name, entry.target
+
+
+def run_cell(task: dict[str, Any]) -> dict[str, Any]:
+    """Run one cell in the current process; what every backend calls (picklable).
+
+    ``task`` holds ``name``, ``config`` (a :class:`RunConfig`), ``dir`` (absolute),
+    ``resume`` and ``registration``. Returns a plain dict (status, seconds, summary or the
+    error's traceback) so that a failing cell does not stop the others.
+    """
+    t0 = time.perf_counter()
+    try:
+        reg = task.get("registration")
+        if reg is not None and not registry.is_loaded(reg[0]):
+            registry.register(reg[0], reg[1], overwrite=True)
+        run_single(task["config"], task["dir"], resume=task.get("resume", False))
+        summary = read_json(Path(task["dir"]) / "summary.json")
+        return {"name": task["name"], "status": "done", "seconds": time.perf_counter() - t0,
+                "summary": summary}
+    except Exception:
+        return {"name": task["name"], "status": "failed", "seconds": time.perf_counter() - t0,
+                "error": traceback.format_exc()}
+
+
+def run_sweep(
+    cfg: RunConfig,
+    out: str | Path,
+    backend: str | None = None,
+    workers: int | None = None,
+    address: str | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+) -> SweepResult:
+    """Run every cell of ``cfg``'s sweep that is not finished yet, then write the aggregates.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        A config with a ``sweep:`` section.
+    out : path
+        The sweep directory.
+    backend : {"auto", "serial", "local", "ray"}, optional
+        Where the cells run (default: ``sweep.backend`` of the config, else ``"auto"``:
+        ``local`` when joblib is installed and more than one cell is pending).
+    workers : int, optional
+        Parallel workers (default: ``sweep.workers``, else one per CPU core).
+    address : str, optional
+        A Ray cluster address (default: ``sweep.address``, else a local Ray instance).
+    resume : bool
+        Continue interrupted cells from their checkpoints.
+    progress : bool, optional
+        Show a progress bar over cells (default: ``output.progress``).
+
+    Returns
+    -------
+    SweepResult
+    """
+    if cfg.sweep is None:
+        raise ConfigError("this config has no 'sweep:' section; add sweep.grid "
+                          "(e.g. {loop.lam: [0, 0.5, 1]}) or use `stabfw run`")
+    out = Path(out).resolve()
+    cells = expand_grid(cfg)
+    progress = cfg.output.progress if progress is None else progress
+    result = SweepResult(out=out, cells=cells)
+    t0 = time.perf_counter()
+
+    pending = []
+    for cell in cells:
+        cell_dir = out / "cells" / cell.name
+        if is_finished(cell_dir, cell.config):
+            summary = read_json(cell_dir / "summary.json")
+            result.results[cell.name] = CellResult(cell.name, "skipped", summary=summary)
+            continue
+        pending.append(cell)
+    if result.results:
+        log.info("%d of %d cells already finished; skipping them", len(result.results), len(cells))
+
+    runner = make_backend(backend or cfg.sweep.backend,
+                          cfg.sweep.workers if workers is None else workers,
+                          address or cfg.sweep.address, n_tasks=len(pending))
+    result.backend = runner.name
+    parallel = runner.name != "serial"
+    tasks = []
+    for cell in pending:
+        config = cell.config.model_copy(deep=True)
+        # a worker's own progress bar would garble the sweep's
+        config.output.progress = config.output.progress and not parallel and progress
+        tasks.append({"name": cell.name, "config": config,
+                      "dir": str(out / "cells" / cell.name), "resume": resume,
+                      "registration": _domain_registration(cell.config.domain.name)})
+
+    if tasks:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(tasks), desc=f"sweep ({runner.name})", unit="cell",
+                   disable=not progress)
+        for res in runner.map(run_cell, tasks):
+            result.results[res["name"]] = CellResult(res["name"], res["status"], res["seconds"],
+                                                     res.get("error"), res.get("summary"))
+            if res["status"] == "failed":
+                log.error("cell %s failed:\n%s", res["name"], res["error"])
+            bar.set_postfix_str(res["name"], refresh=False)
+            bar.update(1)
+        bar.close()
+    result.seconds = time.perf_counter() - t0
+    write_outputs(cfg, result)
+    return result
+
+
+# --- outputs ------------------------------------------------------------------------
+def write_outputs(cfg: RunConfig, result: SweepResult) -> None:
+    """Write ``index.json``, ``aggregates.csv``, the combined plots and the HTML report."""
+    out = result.out
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for cell in result.cells:
+        r = result.results.get(cell.name)
+        entries.append({
+            "cell": cell.name,
+            "dir": f"cells/{cell.name}",
+            "overrides": cell.overrides,
+            "status": r.status if r else "missing",
+            "seconds": round(r.seconds, 3) if r else None,
+            "error": (r.error.strip().splitlines()[-1] if r and r.error else None),
+        })
+    index = {"config": cfg.to_dict(), "grid": cfg.sweep.grid,
+             "backend": result.backend, "seconds": round(result.seconds, 3), "cells": entries}
+    write_json(out / "index.json", index)
+    aggregates(result).to_csv(out / "aggregates.csv", index=False, float_format="%.10g")
+
+    if not any(r.status != "failed" for r in result.results.values()):
+        return
+    try:
+        write_stability(out, cfg.sweep, plots=cfg.output.report)
+    except Exception:  # a diagram must not lose a finished sweep's index
+        log.exception("the stability diagram of %s failed", out)
+    if not cfg.output.report:
+        return
+    plot_runs(result.trajectories(), out / "report.png",
+              title=f"{cfg.domain.name}: sweep over " + ", ".join(cfg.sweep.grid))
+    write_report(out)
+
+
+def aggregates(result: SweepResult):
+    """One row per cell: swept values, status, last-generation statistics and the scalar
+    analyzer results found in the cell's ``summary.json``."""
+    import pandas as pd
+
+    rows = []
+    for cell in result.cells:
+        r = result.results.get(cell.name)
+        row: dict[str, Any] = {"cell": cell.name, **cell.overrides,
+                               "status": r.status if r else "missing"}
+        summary = (r.summary if r else None) or {}
+        for metric, stats in (summary.get("metrics") or {}).items():
+            for stat, v in (stats or {}).items():
+                row[f"{metric}.{stat}"] = v
+        if summary.get("analysis") is not None:
+            row.update(flatten(summary["analysis"], "analysis"))
+        rows.append(row)
+    return pd.DataFrame(rows)

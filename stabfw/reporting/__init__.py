@@ -1,0 +1,1 @@
+"""Figures (fed tables and results, never recomputing) and self-contained HTML pages."""

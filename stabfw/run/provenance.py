@@ -1,0 +1,32 @@
+"""What to record beside every result: versions, platform, time."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import sys
+from importlib import metadata
+
+__all__ = ["VERSION", "environment"]
+
+#: stabfw's own version (also ``stabfw.__version__``).
+VERSION = "0.1.0"
+
+_PACKAGES = ("stabfw", "numpy", "scipy", "pandas", "pydantic", "torch", "diffusers",
+             "gymnasium", "sktime", "statsmodels", "scikit-learn", "ray", "joblib")
+
+
+def environment() -> dict[str, object]:
+    """Package versions (those installed), Python, platform and a UTC timestamp."""
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": versions,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
