@@ -25,10 +25,9 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from stabfw.domains.anomaly import AnomalyLoop
-
 import stabfw
 from stabfw.core.streams import stream
+from stabfw.domains.anomaly import AnomalyLoop
 
 CASES = {
     "envelope": {"detector": "envelope", "n_components": 10},

@@ -29,10 +29,9 @@ import pytest
 
 pytest.importorskip("sktime")
 
-from stabfw.domains.forecasting import ForecastingLoop
-
 import stabfw
 from stabfw.core.streams import stream
+from stabfw.domains.forecasting import ForecastingLoop
 
 SETUPS = {
     "ets-airline": dict(dataset="airline", holdout=24, sp=12, forecaster="ets",

@@ -8,9 +8,9 @@ not depend on the machine's speed; the absolute rate does.
 import time
 
 import pytest
-from stabfw.domains.gaussian import GaussianLoop
 
 import stabfw
+from stabfw.domains.gaussian import GaussianLoop
 
 N, D, GENERATIONS = 100, 1, 100
 

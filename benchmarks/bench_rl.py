@@ -20,9 +20,8 @@ import pytest
 pytest.importorskip("gymnasium")
 torch = pytest.importorskip("torch")
 
-from stabfw.domains.rl import BehaviorCloningLoop, make_runner  # noqa: E402
-
 from stabfw.core.streams import stream  # noqa: E402
+from stabfw.domains.rl import BehaviorCloningLoop, make_runner  # noqa: E402
 
 N_PAIRS = 4000
 NUM_ENVS = 8

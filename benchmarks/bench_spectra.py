@@ -119,9 +119,8 @@ def test_anderson_vs_picard_evaluations(benchmark, rate):
 
 def test_anderson_vs_picard_on_a_loop(benchmark):
     """The retraining map of the Gaussian domain (full covariance, λ = 9: rate ≈ 0.9)."""
-    from stabfw.domains.gaussian import GaussianLoop
-
     import stabfw
+    from stabfw.domains.gaussian import GaussianLoop
 
     loop = GaussianLoop(dim=3, n=100, covariance="full")
     cfg = stabfw.RetrainConfig(lam=9.0, seeds=[0])

@@ -141,6 +141,7 @@ def optimized_sampling(preset, channels, size, device, batch=2048, steps=35,
                        compile_mode="default") -> tuple[float, float]:
     """UNet evaluations per second of the domain's DDIM sampling; also the compile time."""
     import torch
+
     from stabfw.domains.diffusion import samplers
     from stabfw.domains.diffusion.objectives import DDPMObjective
     from stabfw.domains.diffusion.runtime import Workspace, resolve_runtime
@@ -186,9 +187,9 @@ def full_generation(device: str, tmp: Path) -> dict[str, float]:
     import pickle
 
     import numpy as np
-    from stabfw.domains.diffusion import DiffusionLoop
 
     from stabfw.core.streams import stream
+    from stabfw.domains.diffusion import DiffusionLoop
 
     root = tmp / "cifar-10-batches-py"
     root.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -12,8 +14,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # (a second copy of every domain module). stabfw's domains are stabfw.domains only.
 _ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _ROOT]
-
-import pytest
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -44,6 +44,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
+
+from stabfw.core.capabilities import Capabilities
+from stabfw.core.loop import SelfConsumingLoop
 from stabfw.domains.anomaly.data import (
     ADMITTED,
     DENSITY,
@@ -55,9 +58,6 @@ from stabfw.domains.anomaly.data import (
     load_dataset,
 )
 from stabfw.domains.anomaly.detectors import Detector, make_detector
-
-from stabfw.core.capabilities import Capabilities
-from stabfw.core.loop import SelfConsumingLoop
 
 __all__ = ["AnomalyLoop", "DetectorState"]
 

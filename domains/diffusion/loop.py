@@ -312,6 +312,7 @@ class DiffusionLoop(SelfConsumingLoop):
     def _build(self, seed: int = 0):
         """A fresh UNet, initialised from ``seed`` without touching the global torch RNG."""
         import torch
+
         from stabfw.domains.diffusion.models import build_unet
 
         cuda = self._rt.device_type == "cuda"
@@ -480,6 +481,7 @@ class DiffusionLoop(SelfConsumingLoop):
     def _sample_images(self, state: DiffusionState, n: int, seed: int):
         """``n`` uint8 images from ``state`` (batched, seeded)."""
         import torch
+
         from stabfw.domains.diffusion import samplers
         from stabfw.domains.diffusion.data import to_uint8
 
@@ -607,6 +609,7 @@ class DiffusionLoop(SelfConsumingLoop):
 
     def _probe_inputs(self):
         import torch
+
         from stabfw.domains.diffusion.data import to_model_space
 
         if getattr(self, "_probe_cache", None) is None:
@@ -647,6 +650,7 @@ class DiffusionLoop(SelfConsumingLoop):
         """
         import torch
         from diffusers.models.attention_processor import AttnProcessor
+
         from stabfw.domains.diffusion.models import decompose_group_norms
 
         if self._functional is None:
@@ -696,6 +700,7 @@ class DiffusionLoop(SelfConsumingLoop):
         right shape, so the loss is a deterministic function of ``(theta, data)``.
         """
         import torch
+
         from stabfw.domains.diffusion.data import to_model_space
 
         self._setup()

@@ -46,12 +46,12 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
-from stabfw.domains.forecasting import data as hist
-from stabfw.domains.forecasting.family import Conditioned, Family, ForecastState
-from stabfw.domains.forecasting.metrics import interval_coverage, mase, mase_scale, smape
 
 from stabfw.core.capabilities import Capabilities
 from stabfw.core.loop import SelfConsumingLoop
+from stabfw.domains.forecasting import data as hist
+from stabfw.domains.forecasting.family import Conditioned, Family, ForecastState
+from stabfw.domains.forecasting.metrics import interval_coverage, mase, mase_scale, smape
 from stabfw.errors import ConfigError
 
 __all__ = ["FAMILIES", "ForecastingLoop"]

@@ -40,6 +40,7 @@ import pandas as pd
 from scipy.signal import lfilter
 from sktime.forecasting.compose import RecursiveTabularRegressionForecaster
 from sktime.forecasting.theta import ThetaForecaster
+
 from stabfw.domains.forecasting.data import future_index, series_list
 from stabfw.domains.forecasting.family import (
     LOG_SIGMA2,
@@ -49,7 +50,6 @@ from stabfw.domains.forecasting.family import (
     log_sigma2,
     with_sigma2_scale,
 )
-
 from stabfw.errors import ConfigError
 
 __all__ = ["REGRESSORS", "ReductionFamily", "ThetaFamily"]

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from sktime.forecasting.arima import StatsModelsARIMA
 from sktime.forecasting.ets import AutoETS
+
 from stabfw.domains.forecasting.family import (
     LOG_SIGMA2,
     Conditioned,
@@ -27,7 +28,6 @@ from stabfw.domains.forecasting.family import (
     ForecastState,
     log_sigma2,
 )
-
 from stabfw.errors import ConfigError
 
 __all__ = ["ARIMAFamily", "ETSFamily"]

@@ -9,7 +9,7 @@ from stabfw.domains.rl.curation import top_return
 from stabfw.domains.rl.data import Transitions
 from stabfw.domains.rl.experts import CartPoleLQRExpert, PendulumSwingUpExpert, Task, make_task
 from stabfw.domains.rl.loop import BehaviorCloningLoop
-from stabfw.domains.rl.policy import PolicySpec, PolicyState, fit_bc
+from stabfw.domains.rl.policy import PolicySpec, PolicyState
 from stabfw.domains.rl.rollouts import Rollouts, make_runner, rollout
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "Rollouts",
     "Task",
     "Transitions",
-    "fit_bc",
     "make_runner",
     "make_task",
     "rollout",

@@ -6,9 +6,9 @@ import math
 from typing import Any
 
 import numpy as np
-from stabfw.domains.rl.data import Transitions
 
 from stabfw.core.hooks import Hook, register_hook
+from stabfw.domains.rl.data import Transitions
 
 __all__ = ["top_return"]
 

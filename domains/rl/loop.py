@@ -9,14 +9,14 @@ from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from stabfw.domains.rl.data import Transitions
-from stabfw.domains.rl.experts import Task, make_task
-from stabfw.domains.rl.policy import PolicySpec, PolicyState, fit_bc
-from stabfw.domains.rl.rollouts import Rollouts, make_runner, native_supported, rollout
 
 from stabfw.core.capabilities import Capabilities
 from stabfw.core.loop import SelfConsumingLoop
 from stabfw.core.streams import key_of, stream
+from stabfw.domains.rl.data import Transitions
+from stabfw.domains.rl.experts import Task, make_task
+from stabfw.domains.rl.policy import PolicySpec, PolicyState
+from stabfw.domains.rl.rollouts import Rollouts, make_runner, native_supported, rollout
 
 __all__ = ["BehaviorCloningLoop"]
 
@@ -257,6 +257,8 @@ class BehaviorCloningLoop(SelfConsumingLoop):
         else:
             theta0, epochs = np.array(init.theta, dtype=float), self.epochs
         with self._threads():
+            from stabfw.domains.rl.torch_policy import fit_bc  # torch only when fitting
+
             theta = fit_bc(self._spec, data.obs, data.act, theta0, rng, epochs,
                            self.batch_size, self.lr, self.weight_decay)
         return PolicyState(theta)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["LOG_STD_BOUNDS", "PolicySpec", "PolicyState", "fit_bc"]
+__all__ = ["LOG_STD_BOUNDS", "PolicySpec", "PolicyState"]
 
 #: log-std of a Gaussian policy is clipped to this range in every forward pass.
 LOG_STD_BOUNDS = (-5.0, 2.0)
@@ -146,70 +146,3 @@ class PolicySpec:
         _, log_std = self.unpack(theta)
         return np.concatenate([self.forward(theta, probe).ravel(),
                                np.clip(log_std, *LOG_STD_BOUNDS)])
-
-    # --- torch -------------------------------------------------------------------------
-    def torch_module(self, theta: np.ndarray):
-        """A ``torch.nn.Module`` holding ``theta`` (float32), computing the same function."""
-        import torch
-        from stabfw.domains.rl._torch import PolicyModule
-
-        module = PolicyModule(self)
-        with torch.no_grad():
-            torch.nn.utils.vector_to_parameters(
-                torch.as_tensor(np.asarray(theta, dtype=np.float32)), module.parameters())
-        return module
-
-
-def fit_bc(
-    spec: PolicySpec,
-    obs: np.ndarray,
-    act: np.ndarray,
-    theta0: np.ndarray,
-    rng: np.random.Generator,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float = 0.0,
-) -> np.ndarray:
-    """Maximum-likelihood behaviour cloning: minimise −mean log π_θ(a | s) with Adam.
-
-    Parameters
-    ----------
-    spec : PolicySpec
-    obs, act : numpy.ndarray
-        The training pairs.
-    theta0 : numpy.ndarray
-        Where the optimisation starts (a fresh init, or the previous generation).
-    rng : numpy.random.Generator
-        Draws the minibatch order; nothing else is random.
-    epochs, batch_size, lr, weight_decay
-        Adam settings; a new optimiser is made for every fit.
-
-    Returns
-    -------
-    numpy.ndarray
-        The fitted θ (float64 holding float32 values).
-
-    References
-    ----------
-    Kingma & Ba, ICLR 2015 (Adam).
-    """
-    import torch
-
-    module = spec.torch_module(theta0)
-    opt = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
-    X = torch.as_tensor(np.asarray(obs, dtype=np.float32))
-    A = torch.as_tensor(np.asarray(act, dtype=np.int64 if spec.discrete else np.float32))
-    n = X.shape[0]
-    bs = min(batch_size, n)
-    for _ in range(epochs):
-        order = torch.as_tensor(rng.permutation(n))
-        for start in range(0, n, bs):
-            idx = order[start:start + bs]
-            loss = -module.log_prob(X[idx], A[idx]).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    with torch.no_grad():
-        flat = torch.nn.utils.parameters_to_vector(module.parameters())
-    return flat.numpy().astype(np.float64)

@@ -34,9 +34,9 @@ from typing import Any, Literal
 
 import numpy as np
 from scipy import special
-from stabfw.domains.rl.data import Transitions
 
 from stabfw.core.streams import subkeys, uniforms
+from stabfw.domains.rl.data import Transitions
 
 __all__ = [
     "MODES",

@@ -9,12 +9,11 @@ import pytest
 
 pytest.importorskip("sklearn")
 
+import stabfw
+from stabfw.core.streams import stream
 from stabfw.domains.anomaly import AnomalyLoop, DetectorState, recall_at_fpr
 from stabfw.domains.anomaly.data import ADMITTED, DENSITY, TRUSTED, LabelledBatch
 from stabfw.domains.anomaly.detectors import cov_to_logchol, logchol_to_cov
-
-import stabfw
-from stabfw.core.streams import stream
 from stabfw.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,9 +14,8 @@ import yaml
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from stabfw.domains.diffusion import DiffusionLoop, clear_caches  # noqa: E402
-
 from stabfw.cli import main  # noqa: E402
+from stabfw.domains.diffusion import DiffusionLoop, clear_caches  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

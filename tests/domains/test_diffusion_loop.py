@@ -12,10 +12,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from stabfw.domains.diffusion import DiffusionLoop, clear_caches  # noqa: E402
-
 from stabfw.core.checks import check_loop  # noqa: E402
 from stabfw.core.streams import stream  # noqa: E402
+from stabfw.domains.diffusion import DiffusionLoop, clear_caches  # noqa: E402
 
 TINY = dict(DiffusionLoop.test_params, device="cpu")
 

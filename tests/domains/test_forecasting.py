@@ -15,6 +15,8 @@ import pytest
 pytest.importorskip("sktime")
 pytest.importorskip("statsmodels")
 
+import stabfw
+from stabfw.core.streams import stream
 from stabfw.domains.forecasting import ForecastingLoop, ForecastState
 from stabfw.domains.forecasting.data import DATASETS, load_series, splice, stack
 from stabfw.domains.forecasting.metrics import (
@@ -23,9 +25,6 @@ from stabfw.domains.forecasting.metrics import (
     mase_scale,
     smape,
 )
-
-import stabfw
-from stabfw.core.streams import stream
 from stabfw.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 from scipy import special
-from stabfw.domains.gaussian import GaussianLoop, GaussianState
 
 import stabfw
+from stabfw.domains.gaussian import GaussianLoop, GaussianState
 
 Z = 5.0  # standard errors allowed
 

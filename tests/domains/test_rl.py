@@ -11,6 +11,9 @@ import pytest
 pytest.importorskip("gymnasium")
 torch = pytest.importorskip("torch")
 
+import stabfw  # noqa: E402
+from stabfw.core.hooks import resolve_hook  # noqa: E402
+from stabfw.core.streams import stream  # noqa: E402
 from stabfw.domains.rl import (  # noqa: E402
     BehaviorCloningLoop,
     PolicySpec,
@@ -21,10 +24,7 @@ from stabfw.domains.rl import (  # noqa: E402
     rollout,
 )
 from stabfw.domains.rl.rollouts import sample_actions  # noqa: E402
-
-import stabfw  # noqa: E402
-from stabfw.core.hooks import resolve_hook  # noqa: E402
-from stabfw.core.streams import stream  # noqa: E402
+from stabfw.domains.rl.torch_policy import policy_module  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = BehaviorCloningLoop.test_params
@@ -111,7 +111,7 @@ def test_numpy_forward_matches_torch_and_is_batch_invariant(discrete):
     spec = PolicySpec(3, 2, discrete, (16, 8), rng.normal(size=3), rng.uniform(0.5, 2, 3))
     theta = spec.init(rng) * 50  # large weights so the check is not about tiny numbers
     obs = rng.normal(size=(23, 3)).astype(np.float32)
-    module = spec.torch_module(theta)
+    module = policy_module(spec, theta)
     ours = spec.forward(theta, obs)
     np.testing.assert_allclose(module(torch.as_tensor(obs)).detach().numpy(), ours,
                                rtol=1e-4, atol=1e-4)
@@ -131,7 +131,7 @@ def test_log_prob_is_the_closed_form():
     act = rng.normal(size=(5, 2)).astype(np.float32)
     mean, std = spec.distribution(theta, obs)
     expect = (-0.5 * ((act - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi)).sum(1)
-    got = spec.torch_module(theta).log_prob(torch.as_tensor(obs), torch.as_tensor(act))
+    got = policy_module(spec, theta).log_prob(torch.as_tensor(obs), torch.as_tensor(act))
     np.testing.assert_allclose(got.detach().numpy(), expect, rtol=1e-5)
 
 

@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 
+from stabfw.core.streams import stream  # noqa: E402
 from stabfw.domains.toy2d import (  # noqa: E402
     DATASETS,
     Toy2DFlowLoop,
@@ -17,8 +18,6 @@ from stabfw.domains.toy2d import (  # noqa: E402
     flow_log_prob,
     sample_dataset,
 )
-
-from stabfw.core.streams import stream  # noqa: E402
 
 SMALL = {"n": 96, "layers": 2, "hidden": 4, "weight_decay": 0.1, "gtol": 1e-11, "n_eval": 256}
 LAM = 2.0  # m = 192 synthetic points

@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 from scipy.stats import norm, wasserstein_distance
-from stabfw.domains.gaussian import GaussianLoop
 
 import stabfw
 from stabfw.analysis.bounds import (
@@ -16,6 +15,7 @@ from stabfw.analysis.bounds import (
     theorem1_report,
     theorem2_bound,
 )
+from stabfw.domains.gaussian import GaussianLoop
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)

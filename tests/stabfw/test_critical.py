@@ -4,9 +4,9 @@ import math
 
 import numpy as np
 import pytest
-from stabfw.domains.gaussian import GaussianLoop
 
 import stabfw
+from stabfw.domains.gaussian import GaussianLoop
 
 
 class AmplifiedMean(stabfw.SelfConsumingLoop):

@@ -4,10 +4,10 @@ import math
 
 import numpy as np
 import pytest
-from stabfw.domains.gaussian import GaussianLoop
 
 import stabfw
 from stabfw.analysis.fixed_point import FixedPointAnalyzer
+from stabfw.domains.gaussian import GaussianLoop
 
 
 class BernoulliCoin(stabfw.SelfConsumingLoop):

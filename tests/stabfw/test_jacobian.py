@@ -9,10 +9,10 @@ import math
 
 import numpy as np
 import pytest
-from stabfw.domains.gaussian import GaussianLoop
 
 import stabfw
 from stabfw.core.streams import stream
+from stabfw.domains.gaussian import GaussianLoop
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
