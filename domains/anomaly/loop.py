@@ -152,7 +152,8 @@ class AnomalyLoop(SelfConsumingLoop):
     ``stream_batch`` (stream points inspected, ``B_t``); these are 0 at generation 0.
     """
 
-    test_params: ClassVar[dict[str, Any]] = {"n_clean": 30, "n_estimators": 10, "n_probe": 16}
+    test_params: ClassVar[dict[str, Any]] = {"n_clean": 30, "n_components": 4, "n_estimators": 10,
+                                             "n_probe": 16}
 
     def __init__(
         self,

@@ -522,9 +522,14 @@ class DiffusionLoop(SelfConsumingLoop):
                                       "outputs cannot be turned back into weights)")
         from stabfw.domains.diffusion.models import unflatten_vector
 
-        weights = unflatten_vector(theta, self._template)
-        ema = {k: v.clone() for k, v in weights.items()} if state.ema is not None else None
-        return DiffusionState(weights, ema, state.steps, state.generation, state.train_loss)
+        sampling = unflatten_vector(theta, self._template)
+        if state.ema is None:
+            return DiffusionState(sampling, None, state.steps, state.generation, state.train_loss)
+        # θ is the EMA (the model that samples): move the trained weights by the same step,
+        # so that with_params(state, params(state)) is the state itself and a fine-tune
+        # from a perturbed θ continues as the run's fine-tune would
+        weights = {k: w + (sampling[k] - state.ema[k]) for k, w in state.weights.items()}
+        return DiffusionState(weights, sampling, state.steps, state.generation, state.train_loss)
 
     # --- metrics ----------------------------------------------------------------------
     def _features(self):

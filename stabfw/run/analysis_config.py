@@ -128,7 +128,9 @@ def method_options(methods: Iterable[str], options: dict[str, Any] | None,
             out[m] = METHOD_OPTIONS[m].model_validate(
                 {k: v for k, v in options.items() if k in known[m]})
         except ValidationError as err:
-            raise ConfigError(format_validation_error(err, prefix=where)) from None
+            # one line, so that a config's error joins this path to the section's
+            lines = format_validation_error(err, prefix=where).splitlines()[1:]
+            raise ConfigError("; ".join(line.strip() for line in lines)) from None
     return out
 
 

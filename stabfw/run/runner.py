@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pandas as pd
 
 from stabfw.core.loop import SelfConsumingLoop
 from stabfw.core.streams import stream
+from stabfw.run.callbacks import RunCallback
 from stabfw.run.checkpoint import Checkpoint
 from stabfw.run.config import RetrainConfig
 from stabfw.run.provenance import environment
@@ -45,6 +47,7 @@ def run_loop(
     resume: bool = False,
     progress: bool | None = None,
     record: dict[str, Any] | None = None,
+    callbacks: Sequence[RunCallback] = (),
 ) -> Trajectory:
     """Retrain ``loop`` on its own outputs for ``config.generations`` generations.
 
@@ -64,6 +67,8 @@ def run_loop(
         Show a progress bar (default: when ``out_dir`` is given).
     record : dict, optional
         The resolved run file to store beside the results (``stabfw run`` passes it).
+    callbacks : sequence of RunCallback
+        Told about every generation once it is checkpointed (trackers, progress).
 
     Returns
     -------
@@ -103,9 +108,30 @@ def run_loop(
         raise ValueError(f"loop.vectorize='always' but {reason}")
     vectorized = cfg.vectorize != "never" and reason is None
 
+    start = 1 if saved is None else int(saved[0]["generation"]) + 1
+    for cb in callbacks:
+        cb.on_run_start(cfg, seeds, start)
+    bar = _progress(cfg.generations, "retraining" + (" (vectorised)" if vectorized else ""),
+                    progress)
+    bar.update(max(start - 1, 0))
+
+    def done(t: int, state: dict[str, Any], block: dict[str, Any]) -> None:
+        """Generation t is computed: checkpoint it, then tell whoever listens."""
+        if ckpt is not None:
+            ckpt.save(t, {"signature": signature, **state}, block)
+        if t > 0:
+            bar.update(1)
+        if callbacks:
+            frame = pd.DataFrame(block["rows"] if "rows" in block else block["columns"])
+            for cb in callbacks:
+                cb.on_generation(t, block["thetas"], frame)
+
     t0 = time.perf_counter()
     runner = _run_vectorized if vectorized else _run_per_seed
-    params, metrics = runner(loop, cfg, seeds, saved, ckpt, signature, progress)
+    try:
+        params, metrics = runner(loop, cfg, seeds, saved, done)
+    finally:
+        bar.close()
     elapsed = time.perf_counter() - t0
 
     traj = Trajectory(
@@ -124,6 +150,8 @@ def run_loop(
     if out is not None:
         traj.save(out)
         ckpt.clear()
+    for cb in callbacks:
+        cb.on_run_end(traj)
     return traj
 
 
@@ -136,7 +164,7 @@ def _metric_row(seed: int, generation: int, dist: float, n_real: int, n_syn: int
     return row
 
 
-def _run_per_seed(loop, cfg, seeds, saved, ckpt, signature, progress):
+def _run_per_seed(loop, cfg, seeds, saved, done):
     step = GenerationStep(loop, cfg)
     fixed_real = [step.real_data(int(s), 0) for s in seeds]
     n0 = [loop.data_size(r) for r in fixed_real]
@@ -149,17 +177,13 @@ def _run_per_seed(loop, cfg, seeds, saved, ckpt, signature, progress):
             m = loop.metrics(state, stream(int(s), 0, "metrics"))
             rows.append(_metric_row(s, 0, 0.0, n0[i], 0, m))
         blocks = [{"thetas": np.stack(thetas), "rows": rows}]
-        if ckpt is not None:
-            ckpt.save(0, {"signature": signature, "states": states, "pools": pools}, blocks[0])
+        done(0, {"states": states, "pools": pools}, blocks[0])
         start = 1
     else:
         state_rec, blocks = saved
         states, pools = state_rec["states"], state_rec["pools"]
         start = state_rec["generation"] + 1
     theta_star = blocks[0]["thetas"]
-
-    bar = _progress(cfg.generations, "retraining", progress)
-    bar.update(start - 1)
     for t in range(start, cfg.generations + 1):
         thetas, rows = [], []
         for i, s in enumerate(seeds):
@@ -176,38 +200,29 @@ def _run_per_seed(loop, cfg, seeds, saved, ckpt, signature, progress):
             metrics = loop.metrics(res.state, stream(s, t, "metrics"))
             rows.append(_metric_row(s, t, dist, res.n_real, res.n_synthetic, metrics))
         blocks.append({"thetas": np.stack(thetas), "rows": rows})
-        if ckpt is not None:
-            ckpt.save(t, {"signature": signature, "states": states, "pools": pools}, blocks[-1])
-        bar.update(1)
-    bar.close()
+        done(t, {"states": states, "pools": pools}, blocks[-1])
     metrics = pd.DataFrame([r for b in blocks for r in b["rows"]])
     metrics = metrics.sort_values(["seed", "generation"], kind="stable").reset_index(drop=True)
     return np.stack([b["thetas"] for b in blocks], axis=1), metrics
 
 
-def _run_vectorized(loop, cfg, seeds, saved, ckpt, signature, progress):
+def _run_vectorized(loop, cfg, seeds, saved, done):
     if saved is None:
         batch = loop.init_batch(seeds, cfg)
         theta = np.asarray(loop.theta_batch(batch), dtype=float)
         blocks = [{"thetas": theta, "columns": _batch_columns(loop, batch, seeds, 0, theta, theta)}]
-        if ckpt is not None:
-            ckpt.save(0, {"signature": signature, "batch": batch}, blocks[0])
+        done(0, {"batch": batch}, blocks[0])
         start = 1
     else:
         state_rec, blocks = saved
         batch, start = state_rec["batch"], state_rec["generation"] + 1
     theta_star = blocks[0]["thetas"]
-    bar = _progress(cfg.generations, "retraining (vectorised)", progress)
-    bar.update(start - 1)
     for t in range(start, cfg.generations + 1):
         batch = loop.step_batch(batch, seeds, t, cfg)
         theta = np.asarray(loop.theta_batch(batch), dtype=float)
         blocks.append({"thetas": theta,
                        "columns": _batch_columns(loop, batch, seeds, t, theta, theta_star)})
-        if ckpt is not None:
-            ckpt.save(t, {"signature": signature, "batch": batch}, blocks[-1])
-        bar.update(1)
-    bar.close()
+        done(t, {"batch": batch}, blocks[-1])
     # generation-major blocks -> seed-major rows, as the per-seed path writes them
     names = blocks[0]["columns"]
     columns = {k: np.stack([b["columns"][k] for b in blocks], axis=1).ravel() for k in names}

@@ -208,7 +208,7 @@ class JacobianAnalyzer:
             options = options.model_dump()
         self.options = {**(options or {}), **method_kwargs}
         # validated now, against the method (or every method for "auto")
-        self._options = method_options([method], self.options, "JacobianAnalyzer options")
+        self._options = method_options([method], self.options, "JacobianAnalyzer")
 
     def method_options(self, method: str):
         """The validated options model of ``method``."""
