@@ -3,6 +3,7 @@ typed analyzer options."""
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from stabfw._util.jsonio import dumps, loads
 from stabfw.cli import main
 from stabfw.core.loop import SelfConsumingLoop
 from stabfw.domains.gaussian import GaussianLoop
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # the names of the README and the API sketch, and every result type
 PUBLIC = ["SelfConsumingLoop", "VectorizedLoop", "check_loop", "LoopCheckError", "RetrainConfig",
@@ -140,3 +143,18 @@ def test_jacobian_options_are_typed_in_the_analyzer_and_in_configs(tmp_path, cap
     err = capsys.readouterr().err
     assert "analysis.jacobian.options" in err and "fd_step" in err
     assert "Traceback" not in err
+
+
+def _python_blocks(path):
+    text = (ROOT / path).read_text()
+    return [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+
+
+def test_the_readme_example_runs_as_written():
+    """The README's first Python block, as a user would paste it (the map invariant too)."""
+    code = _python_blocks("README.md")[0]
+    assert "RetrainingMap" in code
+    ns: dict = {}
+    exec(compile(code + "\nassert np.allclose(G(traj.params[0, 0]), traj.params[0, 1])\n",
+                 "README.md", "exec"), ns)
+    assert ns["traj"].params.shape == (200, 51, 1)
