@@ -11,7 +11,7 @@ first use.
 from importlib import import_module
 from typing import Any
 
-from stabfw.core.capabilities import Capabilities
+from stabfw.core.capabilities import Capabilities, MetricInfo
 from stabfw.core.checks import check_loop
 from stabfw.core.hooks import register_hook
 from stabfw.core.loop import SelfConsumingLoop, VectorizedLoop
@@ -77,6 +77,7 @@ __all__ = [
     "JacobianOperator",
     "JacobianResult",
     "LoopCheckError",
+    "MetricInfo",
     "RetrainConfig",
     "RetrainingMap",
     "RunConfig",

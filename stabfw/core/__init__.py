@@ -6,7 +6,7 @@ random draw; :mod:`~stabfw.core.hooks` transforms synthetic batches; :func:`chec
 tells a domain's author what is wrong.
 """
 
-from stabfw.core.capabilities import Capabilities
+from stabfw.core.capabilities import Capabilities, MetricInfo
 from stabfw.core.checks import CHECKS, check_loop, loop_problems
 from stabfw.core.differentiable import DifferentiableLoop, MixedObjective
 from stabfw.core.hooks import register_hook, resolve_hook
@@ -18,6 +18,7 @@ __all__ = [
     "Capabilities",
     "DifferentiableLoop",
     "KeyedGenerator",
+    "MetricInfo",
     "MixedObjective",
     "SelfConsumingLoop",
     "VectorizedLoop",

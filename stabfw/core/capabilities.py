@@ -1,4 +1,4 @@
-"""What a loop can do, declared in one record.
+"""What a loop can do, declared in one record — and what its metrics measure.
 
 Every analyzer and the runner ask :meth:`SelfConsumingLoop.capabilities` — never
 ``hasattr`` or ``isinstance`` — whether a loop can take θ back (finite differences, the
@@ -13,8 +13,9 @@ overrides ``capabilities()`` and returns ``dataclasses.replace(super().capabilit
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
 
-__all__ = ["DIFFERENTIABLE_METHODS", "Capabilities"]
+__all__ = ["DIFFERENTIABLE_METHODS", "Capabilities", "MetricInfo"]
 
 #: The methods of the differentiable protocol (see :mod:`stabfw.core.differentiable`).
 DIFFERENTIABLE_METHODS = ("loss", "sample", "draw_noise")
@@ -52,3 +53,29 @@ class Capabilities:
         """The record as a plain dict."""
         return asdict(self)
 
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What one domain metric measures (declared by :meth:`SelfConsumingLoop.metric_info`).
+
+    Attributes
+    ----------
+    kind : {"diversity", "quality", "error", "other"}
+        ``diversity``: a spread of the model's samples (covariance trace, recall, action
+        entropy, prediction-interval width) — heading to zero is *collapse*. ``quality``: a
+        score of the samples or the model (ROC-AUC, return). ``error``: a distance to the
+        truth (MSE, FID, MASE).
+    better : {"higher", "lower", None}
+        Which direction is an improvement (``None``: neither).
+    description : str
+        One line for reports, with the unit.
+    """
+
+    kind: Literal["diversity", "quality", "error", "other"] = "other"
+    better: Literal["higher", "lower"] | None = None
+    description: str = ""
+
+    def to_dict(self) -> dict[str, str | None]:
+        """The record as a plain dict."""
+        return asdict(self)

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from stabfw.core import containers
-from stabfw.core.capabilities import DIFFERENTIABLE_METHODS, Capabilities
+from stabfw.core.capabilities import DIFFERENTIABLE_METHODS, Capabilities, MetricInfo
 from stabfw.core.parameters import get_params, set_params
 
 __all__ = ["SelfConsumingLoop", "VectorizedLoop"]
@@ -112,6 +112,16 @@ class SelfConsumingLoop(abc.ABC):
 
     def metrics(self, state: Any, rng: np.random.Generator) -> dict[str, float]:
         """Domain metrics of one fitted state (none by default)."""
+        return {}
+
+    def metric_info(self) -> dict[str, MetricInfo]:
+        """What each metric of :meth:`metrics` measures, by name (optional).
+
+        A domain that declares its metrics lets ``stabfw validate`` check the metric
+        names a config uses before any work, and lets verdicts and reports tell a
+        diversity measure heading to zero (collapse) from an error growing. The default
+        declares none.
+        """
         return {}
 
     def data_size(self, data: Any) -> int:
