@@ -204,9 +204,17 @@ def key_of(rng: np.random.Generator) -> np.uint64:
     return np.uint64(rng.integers(0, 2**64, dtype=np.uint64))
 
 
-def subkeys(keys: np.ndarray, index: int) -> np.ndarray:
-    """Independent child keys, one per key, numbered by ``index``."""
-    salt = np.uint64(_mix_int(((index + 1) * int(_GOLDEN)) & _MASK))
+def subkeys(keys: np.ndarray, index: int | np.ndarray) -> np.ndarray:
+    """Independent child keys, one per key, numbered by ``index``.
+
+    ``index`` may be an array: keys and indices broadcast (e.g. keys ``(S, 1)`` and
+    indices ``(d,)`` give the ``(S, d)`` children), each entry equal to the scalar call.
+    """
+    if np.ndim(index) == 0:
+        salt = np.uint64(_mix_int(((int(index) + 1) * int(_GOLDEN)) & _MASK))
+    else:
+        salt = _mix((np.asarray(index, dtype=np.int64).astype(np.uint64) + np.uint64(1))
+                    * _GOLDEN)
     return _mix(np.asarray(keys, dtype=np.uint64) ^ salt)
 
 
@@ -236,6 +244,9 @@ def _gammas(keys: np.ndarray, shape: np.ndarray) -> np.ndarray:
     key's draw does not depend on which other keys are drawn beside it.
     """
     keys = np.asarray(keys, dtype=np.uint64)
+    if keys.ndim != 1:  # any shape: draw flat, each entry depends on its own key only
+        shape = np.broadcast_to(np.asarray(shape, dtype=float), keys.shape)
+        return _gammas(keys.ravel(), shape.ravel()).reshape(keys.shape)
     shape = np.broadcast_to(np.asarray(shape, dtype=float), keys.shape).copy()
     if np.any(shape <= 0):
         raise ValueError("gamma shape must be positive")
