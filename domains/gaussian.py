@@ -72,14 +72,32 @@ def _factor(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     except np.linalg.LinAlgError:
         pass
     flat = cov.reshape(-1, *cov.shape[-2:])
-    out, ok = np.empty_like(flat), np.ones(flat.shape[0], dtype=bool)
-    for i, c in enumerate(flat):
+    out = _cholesky_or_nan(flat)
+    ok = np.isfinite(out).all(axis=(-2, -1))
+    if not ok.all():
+        w, v = np.linalg.eigh(flat[~ok])
+        out[~ok] = (v * np.sqrt(np.clip(w, 0, None))[..., None, :]) @ np.swapaxes(v, -1, -2)
+    return out.reshape(cov.shape), ok.reshape(lead)
+
+
+def _cholesky_or_nan(cov: np.ndarray) -> np.ndarray:
+    """Batched Cholesky that leaves NaN where a matrix is not positive definite.
+
+    ``np.linalg.cholesky`` raises for the whole stack; its gufunc fills the failed
+    matrices with NaN and computes the others exactly as alone. Without that gufunc,
+    matrix by matrix.
+    """
+    gufunc = getattr(getattr(np.linalg, "_umath_linalg", None), "cholesky_lo", None)
+    if gufunc is not None:
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
+            return gufunc(cov, signature="d->d")
+    out = np.full_like(cov, np.nan)
+    for i, c in enumerate(cov):
         try:
             out[i] = np.linalg.cholesky(c)
         except np.linalg.LinAlgError:
-            w, v = np.linalg.eigh(c)
-            out[i], ok[i] = (v * np.sqrt(np.clip(w, 0, None))) @ v.T, False
-    return out.reshape(cov.shape), ok.reshape(lead)
+            pass
+    return out
 
 
 def _bartlett(keys: np.ndarray, m: int, d: int) -> np.ndarray:
