@@ -76,7 +76,10 @@ def _factor(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ok = np.isfinite(out).all(axis=(-2, -1))
     if not ok.all():
         w, v = np.linalg.eigh(flat[~ok])
-        out[~ok] = (v * np.sqrt(np.clip(w, 0, None))[..., None, :]) @ np.swapaxes(v, -1, -2)
+        # eigenvalues at rounding level are zeros: their square roots (√ε) would otherwise
+        # make two roundings of one singular matrix give visibly different factors
+        w = np.where(w > 1e-12 * np.abs(w).max(axis=-1, keepdims=True), w, 0.0)
+        out[~ok] = (v * np.sqrt(w)[..., None, :]) @ np.swapaxes(v, -1, -2)
     return out.reshape(cov.shape), ok.reshape(lead)
 
 
