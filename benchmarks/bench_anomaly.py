@@ -30,6 +30,7 @@ pytest.importorskip("sklearn")
 import stabfw
 from stabfw.core.streams import stream
 from stabfw.domains.anomaly import AnomalyLoop
+from stabfw.run.policies import build_training_set
 
 CASES = {
     "envelope": {"detector": "envelope", "n_components": 10},
@@ -95,7 +96,7 @@ def test_generation_overhead(benchmark, name):
         return dataclasses.replace(st, scores={})
 
     t_select_total = _median_time(lambda: loop.select(fresh(state), n, stream(0, 1, "generate")))
-    train, _ = loop.mix(real, batch, None, cfg, stream(0, 1, "mix"))
+    train, _ = build_training_set(loop, cfg, real, batch, None, stream(0, 1, "mix"))
     t_fit = _median_time(lambda: loop.fit(train.data, state, stream(0, 1, "fit")))
     X = np.array(train.data.X)
     seed = int(stream(0, 1, "fit").integers(2**31 - 1))  # the seed the loop's fit draws
@@ -103,7 +104,7 @@ def test_generation_overhead(benchmark, name):
 
     def generation():
         syn = loop.generate(fresh(state), n, stream(0, 1, "generate"))
-        tr, _ = loop.mix(real, syn, None, cfg, stream(0, 1, "mix"))
+        tr, _ = build_training_set(loop, cfg, real, syn, None, stream(0, 1, "mix"))
         return loop.fit(tr.data, state, stream(0, 1, "fit"))
 
     benchmark.pedantic(generation, rounds=REPEATS, iterations=1)
