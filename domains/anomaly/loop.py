@@ -81,6 +81,10 @@ class DetectorState:
     model: Any
     threshold: float
     info: dict[str, float] = field(default_factory=dict)
+    #: scores of every stream point under this model, computed once on first use (see
+    #: ``AnomalyLoop.stream_scores``): the next generation's selection and this
+    #: generation's admit-rate metrics read the same array
+    scores: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
 
 class AnomalyLoop(SelfConsumingLoop):
@@ -356,8 +360,9 @@ class AnomalyLoop(SelfConsumingLoop):
 
         The stream is consumed in chunks: each point is an anomaly with probability
         ``contamination``, drawn without replacement from its pool within a generation
-        (the pool is reshuffled when it runs out). The detector scores each chunk; the
-        batch ends at the ``n``-th point scoring at or below the threshold.
+        (the pool is reshuffled when it runs out). Scores come from
+        :meth:`stream_scores` (the whole stream scored once per state); the batch ends at
+        the ``n``-th point scoring at or below the threshold.
 
         Returns
         -------
@@ -371,6 +376,7 @@ class AnomalyLoop(SelfConsumingLoop):
         cap = max(math.ceil(self.max_inspect_factor * n), n)
         pools = (_Shuffled(self._split.stream_normal, rng),
                  _Shuffled(self._split.stream_anomaly, rng))
+        scored = self.stream_scores(state)
         rows, scores = [], []
         n_seen = n_ok = 0
         chunk = max(32, math.ceil(1.25 * n / (1.0 - self.reject_fraction)))
@@ -380,7 +386,7 @@ class AnomalyLoop(SelfConsumingLoop):
             r = np.empty(size, dtype=np.int64)
             r[~is_anom] = pools[0].take(int(np.sum(~is_anom)))
             r[is_anom] = pools[1].take(int(np.sum(is_anom)))
-            s = self._det.score(state.model, self._X[r])
+            s = scored[r]
             rows.append(r)
             scores.append(s)
             n_seen += size
@@ -411,6 +417,26 @@ class AnomalyLoop(SelfConsumingLoop):
             cumulative_anomalies=prior + n_anom_taken,
         )
         return self._batch(rows_all[take], ADMITTED), stats
+
+    def stream_scores(self, state: DetectorState) -> np.ndarray:
+        """Scores of all stream points under ``state``, by row of the feature matrix.
+
+        Computed once per fitted state, in one call over the whole stream (scoring point
+        by point in chunks cost LOF several times a fit), then reused: by
+        :meth:`select` when this state filters the next generation's stream and by
+        :meth:`metrics` for the admit rates. Rows outside the stream hold NaN. A point's
+        score does not depend on which other points are scored with it, so reading it
+        from here is the same as scoring it where it is drawn.
+        """
+        self._setup()
+        cached = state.scores.get("stream")
+        if cached is None:
+            rows = np.concatenate([self._split.stream_normal, self._split.stream_anomaly])
+            cached = np.full(self._X.shape[0], np.nan)
+            if rows.size:
+                cached[rows] = self._det.score(state.model, self._X[rows])
+            state.scores["stream"] = cached
+        return cached
 
     def params(self, state: DetectorState) -> np.ndarray:
         self._setup()
@@ -445,9 +471,9 @@ class AnomalyLoop(SelfConsumingLoop):
         # the stream pools it admits (defined at every generation, θ* included)
         sn, sa = self._split.stream_normal, self._split.stream_anomaly
         tau = state.threshold
-        normal_admit = float(np.mean(self._det.score(state.model, self._X[sn]) <= tau))
-        anomaly_admit = (float(np.mean(self._det.score(state.model, self._X[sa]) <= tau))
-                         if sa.size else nan)
+        scored = self.stream_scores(state)
+        normal_admit = float(np.mean(scored[sn] <= tau))
+        anomaly_admit = float(np.mean(scored[sa] <= tau)) if sa.size else nan
         info = state.info
         return {
             "roc_auc": float(roc_auc_score(y, s)) if both else nan,

@@ -75,14 +75,19 @@ class KeyedGenerator(np.random.Generator):
     Domains that vectorise over seeds read ``key`` to make counter-based draws that
     match the vectorised path exactly; domains that write per-replicate artifacts read
     ``seed``, ``generation`` and ``purpose`` (``None`` when built from a bare key); all
-    other code uses it as a plain ``Generator``.
+    other code uses it as a plain ``Generator`` (a PCG64 seeded by
+    ``SeedSequence(key)``).
     """
 
     def __init__(self, key: int | np.uint64, seed: int | None = None,
                  generation: int | None = None, purpose: str | None = None):
         self.key = np.uint64(key)
         self.seed, self.generation, self.purpose = seed, generation, purpose
-        super().__init__(np.random.PCG64(np.random.SeedSequence(int(self.key))))
+        super().__init__(np.random.PCG64(np.random.SeedSequence(int(key))))
+
+    def spawn(self, n_children: int) -> list[np.random.Generator]:
+        """Independent child generators (plain ``Generator``), deterministic per stream."""
+        return [np.random.Generator(bg) for bg in self.bit_generator.spawn(n_children)]
 
 
 def stream_keys(seeds: Sequence[int] | np.ndarray, generation: int, purpose: str) -> np.ndarray:
@@ -109,17 +114,31 @@ def stream_keys(seeds: Sequence[int] | np.ndarray, generation: int, purpose: str
 
 
 _PURPOSES: dict[str, int] = {}
+# (seed, generation, key part): the step asks for several purposes of one (seed,
+# generation) in a row, so the first two mixing rounds are usually shared.
+_LAST: tuple[int, int, int] = (-1, -3, 0)
 
 
 def stream(seed: int, generation: int, purpose: str) -> KeyedGenerator:
-    """The generator of one stream (see :func:`stream_keys`, whose key it carries)."""
+    """The generator of one stream (see :func:`stream_keys`, whose key it carries).
+
+    Called several times per seed and generation by the runner; most of its ~6 µs is
+    numpy's ``SeedSequence`` (see the note on issue 16 for a cheaper seeding that changes
+    every per-seed draw).
+    """
+    global _LAST
     code = _PURPOSES.get(purpose)
     if code is None:
         code = _PURPOSES.setdefault(purpose, int(_purpose_code(purpose)))
-    g = 0x9E3779B97F4A7C15
-    k = _mix_int((int(seed) + g) & _MASK)
-    k = _mix_int(k ^ (((generation + 2) * g) & _MASK))
-    return KeyedGenerator(_mix_int(k ^ code), int(seed), generation, purpose)
+    seed = int(seed)
+    last = _LAST  # one read: safe if another thread replaces it meanwhile
+    if last[0] == seed and last[1] == generation:
+        k = last[2]
+    else:
+        g = 0x9E3779B97F4A7C15
+        k = _mix_int(_mix_int((seed + g) & _MASK) ^ (((generation + 2) * g) & _MASK))
+        _LAST = (seed, generation, k)
+    return KeyedGenerator(_mix_int(k ^ code), seed, generation, purpose)
 
 
 def real_stream_generation(policy: str, generation: int) -> int:
@@ -139,9 +158,17 @@ def key_of(rng: np.random.Generator) -> np.uint64:
     return np.uint64(rng.integers(0, 2**64, dtype=np.uint64))
 
 
-def subkeys(keys: np.ndarray, index: int) -> np.ndarray:
-    """Independent child keys, one per key, numbered by ``index``."""
-    salt = np.uint64(_mix_int(((index + 1) * int(_GOLDEN)) & _MASK))
+def subkeys(keys: np.ndarray, index: int | np.ndarray) -> np.ndarray:
+    """Independent child keys, one per key, numbered by ``index``.
+
+    ``index`` may be an array: keys and indices broadcast (e.g. keys ``(S, 1)`` and
+    indices ``(d,)`` give the ``(S, d)`` children), each entry equal to the scalar call.
+    """
+    if np.ndim(index) == 0:
+        salt = np.uint64(_mix_int(((int(index) + 1) * int(_GOLDEN)) & _MASK))
+    else:
+        salt = _mix((np.asarray(index, dtype=np.int64).astype(np.uint64) + np.uint64(1))
+                    * _GOLDEN)
     return _mix(np.asarray(keys, dtype=np.uint64) ^ salt)
 
 
@@ -171,6 +198,9 @@ def _gammas(keys: np.ndarray, shape: np.ndarray) -> np.ndarray:
     key's draw does not depend on which other keys are drawn beside it.
     """
     keys = np.asarray(keys, dtype=np.uint64)
+    if keys.ndim != 1:  # any shape: draw flat, each entry depends on its own key only
+        shape = np.broadcast_to(np.asarray(shape, dtype=float), keys.shape)
+        return _gammas(keys.ravel(), shape.ravel()).reshape(keys.shape)
     shape = np.broadcast_to(np.asarray(shape, dtype=float), keys.shape).copy()
     if np.any(shape <= 0):
         raise ValueError("gamma shape must be positive")

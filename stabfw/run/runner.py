@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -184,6 +185,9 @@ def _run_per_seed(loop, cfg, seeds, saved, done):
         states, pools = state_rec["states"], state_rec["pools"]
         start = state_rec["generation"] + 1
     theta_star = blocks[0]["thetas"]
+    # a loop without metrics gets no "metrics" stream: building one per seed-generation
+    # is a measurable share of a cheap loop's overhead (issue 16)
+    has_metrics = type(loop).metrics is not SelfConsumingLoop.metrics
     for t in range(start, cfg.generations + 1):
         thetas, rows = [], []
         for i, s in enumerate(seeds):
@@ -196,8 +200,9 @@ def _run_per_seed(loop, cfg, seeds, saved, done):
                                  f"{theta_star[i].size} to {theta.size} at generation {t}")
             states[i], pools[i] = res.state, res.pool
             thetas.append(theta)
-            dist = float(np.linalg.norm(theta - theta_star[i]))
-            metrics = loop.metrics(res.state, stream(s, t, "metrics"))
+            diff = theta - theta_star[i]
+            dist = math.sqrt(float(diff @ diff))
+            metrics = loop.metrics(res.state, stream(s, t, "metrics")) if has_metrics else {}
             rows.append(_metric_row(s, t, dist, res.n_real, res.n_synthetic, metrics))
         blocks.append({"thetas": np.stack(thetas), "rows": rows})
         done(t, {"states": states, "pools": pools}, blocks[-1])
@@ -238,7 +243,12 @@ def _batch_columns(loop, batch, seeds, t, theta, theta_star) -> dict[str, np.nda
         "generation": np.full(n, t, dtype=np.int64),
         "n_real": metrics.pop("n_real", np.full(n, -1)).astype(np.int64),
         "n_synthetic": metrics.pop("n_synthetic", np.full(n, -1)).astype(np.int64),
-        "dist_to_theta_star": np.linalg.norm(theta - theta_star, axis=1),
+        "dist_to_theta_star": _row_norms(theta - theta_star),
     }
     cols.update(metrics)
     return cols
+
+
+def _row_norms(x: np.ndarray) -> np.ndarray:
+    # ‖x_i‖ per row; einsum is ~3× faster than np.linalg.norm(axis=1) on (10⁴, 65)
+    return np.sqrt(np.einsum("ij,ij->i", x, x))

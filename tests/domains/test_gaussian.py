@@ -164,3 +164,30 @@ def test_metrics_match_their_definitions():
     assert m["mean_sq_err_true"] == pytest.approx(2.0)
     assert m["cov_trace"] == pytest.approx(5.0)
     assert m["cov_logdet"] == pytest.approx(math.log(6.0))
+
+
+def test_factor_is_chosen_matrix_by_matrix():
+    from stabfw.domains.gaussian import _factor
+
+    pd_ = np.array([[2.0, 0.5, 0.0], [0.5, 1.0, 0.1], [0.0, 0.1, 0.7]])
+    singular = np.diag([1.0, 0.0, 2.0])
+    batch = np.stack([pd_, singular, 3 * pd_])
+    L, chol = _factor(batch)
+    assert chol.tolist() == [True, False, True]
+    np.testing.assert_allclose(L @ np.swapaxes(L, -1, -2), batch, atol=1e-12)
+    # the same factor as each matrix alone (what the per-seed path computes)
+    for i in range(3):
+        np.testing.assert_array_equal(L[i], _factor(batch[i])[0])
+    np.testing.assert_array_equal(L[0], np.linalg.cholesky(pd_))
+
+
+@pytest.mark.parametrize("covariance", ["full", "diag"])
+def test_vectorised_equals_per_seed_when_the_covariance_collapses(covariance):
+    # 2 synthetic points in d = 3: every refitted covariance is singular, so the factor is
+    # the PSD square root (not Cholesky) on both paths
+    loop = GaussianLoop(dim=3, n=10, covariance=covariance)
+    kw = {"policy": "fully_synthetic", "synthetic_size": 2, "generations": 3, "seeds": [1, 4]}
+    per_seed = _run(loop, vectorize="never", **kw)
+    vec = _run(loop, vectorize="always", **kw)
+    np.testing.assert_allclose(vec.params, per_seed.params, rtol=1e-9, atol=1e-12)
+    assert np.all(np.isneginf(vec.metric("cov_logdet")[:, 1:])) or covariance == "diag"

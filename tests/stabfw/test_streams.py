@@ -53,3 +53,44 @@ def test_chisquare_matches_its_law(df):
     elog, vlog = special.digamma(df / 2) + np.log(2), special.polygamma(1, df / 2)
     assert abs(np.log(x).mean() - elog) < 5 * np.sqrt(vlog / x.size)
     assert stats.kstest(x, "chi2", args=(df,)).pvalue > 1e-3
+
+
+def test_stream_generators_are_pure_functions_of_their_name():
+    a, b = streams.stream(3, 2, "fit"), streams.stream(3, 2, "fit")
+    np.testing.assert_array_equal(a.random(5), b.random(5))
+    # interleaving other streams (the step's memo of the last seed/generation) changes nothing
+    streams.stream(4, 2, "fit")
+    c = streams.stream(3, 2, "fit")
+    streams.stream(3, 7, "mix")
+    np.testing.assert_array_equal(c.random(5), streams.stream(3, 2, "fit").random(5))
+    draws = [streams.stream(s, t, p).random() for s in (0, 1) for t in (0, 1) for p in ("a", "b")]
+    assert len(set(draws)) == len(draws)
+
+
+def test_stream_generators_spawn_pickle_and_seed_other_bit_generators():
+    import copy
+    import pickle
+
+    g = streams.stream(5, 1, "generate")
+    g.random(3)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(g)).random(4),
+                                  copy.deepcopy(g).random(4))
+    kids = streams.stream(5, 1, "generate").spawn(2)
+    again = streams.stream(5, 1, "generate").spawn(2)
+    np.testing.assert_array_equal(kids[1].random(3), again[1].random(3))
+    assert kids[0].random() != kids[1].random()
+    seq = g.bit_generator.seed_seq
+    assert seq.generate_state(3).dtype == np.uint32 and seq.generate_state(3).size == 3
+    np.testing.assert_array_equal(seq.generate_state(2, np.uint64),
+                                  seq.generate_state(4, np.uint64)[:2])
+    mt = np.random.MT19937(seq)  # 624 words from the same key
+    assert mt.random_raw() == np.random.MT19937(seq).random_raw()
+    with pytest.raises(ValueError):
+        seq.generate_state(2, np.float64)
+
+
+def test_stream_generators_have_the_right_law_across_streams():
+    # first draw of many streams: must be i.i.d. uniform (no correlation from the key hashing)
+    u = np.array([streams.stream(s, 1, "generate").random() for s in range(3000)])
+    assert stats.kstest(u, "uniform").pvalue > 1e-3
+    assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 5 / np.sqrt(u.size)
