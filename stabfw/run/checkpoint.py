@@ -168,6 +168,8 @@ class Checkpoint:
             raise self._bad(path, "is not a stabfw checkpoint state of this version (no "
                                   "header; corrupt, or written by an older stabfw)")
         head, sep, payload = raw[len(_MAGIC):].partition(b"\n")
+        if not sep:
+            raise self._bad(path, f"is truncated ({len(raw)} bytes: it ends inside its header)")
         try:
             header = json.loads(head) if sep else None
         except ValueError:

@@ -164,9 +164,13 @@ def ensure_dir(path: str | Path) -> Path:
     except OSError as err:
         raise RunDirError(f"cannot create {path}: {err.strerror or err}; choose another output "
                           "directory (--out) or fix its permissions", path) from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise RunDirError(f"cannot write in {path} (permission denied); choose another output "
-                          "directory (--out)", path)
+    probe = path / f".stabfw-write-test.{os.getpid()}.tmp"
+    try:  # a real write: os.access misses read-only mounts and immutable directories
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise RunDirError(f"cannot write in {path}: {err.strerror or err}; choose another "
+                          "output directory (--out) or fix its permissions", path) from None
     return path
 
 

@@ -464,10 +464,10 @@ def _kept(where: _Progress, out: Path | None, checkpointed: bool) -> str:
     if not where.blocks:
         return "no generation was completed"
     last = len(where.blocks) - 1
-    text = f"generations 0–{last} of every seed are kept (the exception's .trajectory"
     if out is not None and checkpointed:
-        text += f"; checkpointed in {out}: fix the cause and continue with --resume"
-    return text + ")"
+        return (f"generations 0–{last} of every seed are kept, checkpointed in {out}: fix the "
+                "cause and continue with --resume (in Python: the exception's .trajectory)")
+    return f"generations 0–{last} of every seed are kept (the exception's .trajectory)"
 
 
 def _attach(err: RunError, loop, cfg, fp, seeds, where, out, checkpointed, recorded) -> None:

@@ -132,9 +132,10 @@ class GenerationStep:
         n = cfg.n_synthetic(n_real0)
         self.stage = "generate"
         synthetic = loop.generate(state, n, stream(s, t, "generate"))
-        got = loop.data_size(synthetic)
+        # a short batch would change λ without a word; hooks may shrink it, generate not.
+        # A loop that mixes its own training sets defines its batches (and their λ) itself
+        got = n if self.custom_mix else loop.data_size(synthetic)
         if got != n:
-            # a short batch would change λ without a word; hooks may shrink it, generate not
             raise LoopError(
                 f"{type(loop).__name__}.generate(state, {n}, rng) returned {got} samples at "
                 f"seed {s}, generation {t}; it must return exactly n (λ = {cfg.lam:g} asks "
