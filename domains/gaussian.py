@@ -39,7 +39,6 @@ from stabfw.core.streams import (
     stream_keys,
     subkeys,
 )
-
 from stabfw.errors import ConfigError
 
 __all__ = ["GaussianLoop", "GaussianState"]

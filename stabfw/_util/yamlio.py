@@ -33,9 +33,11 @@ class StrictLoader(yaml.SafeLoader):
                 continue  # SafeLoader reports unhashable keys itself
             line = key_node.start_mark.line + 1
             if key in seen:
+                where = (f"lines {seen[key]} and {line}" if seen[key] != line
+                         else f"both on line {line}")
                 raise DuplicateKeyError(
-                    f"key {key!r} appears twice in one mapping (lines {seen[key]} and {line}); "
-                    "PyYAML would silently keep the last one — remove one of them")
+                    f"key {key!r} appears twice in one mapping ({where}); PyYAML would "
+                    "silently keep the last one — remove one of them")
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
 

@@ -28,8 +28,19 @@ from stabfw._util.atomic import atomic_write
 from stabfw._util.threads import THREAD_VARS, blas_threads, cpu_count, limit_threads
 from stabfw.errors import ConfigError
 
-__all__ = ["BACKENDS", "LocalBackend", "check_backend_args", "RayBackend", "SerialBackend", "cpu_count",
-           "limit_threads", "make_backend", "ray_task", "worker_info", "write_returned"]
+__all__ = [
+    "BACKENDS",
+    "LocalBackend",
+    "RayBackend",
+    "SerialBackend",
+    "check_backend_args",
+    "cpu_count",
+    "limit_threads",
+    "make_backend",
+    "ray_task",
+    "worker_info",
+    "write_returned",
+]
 
 log = logging.getLogger(__name__)
 

@@ -197,7 +197,7 @@ class Checkpoint:
             raise self._bad(path, "is missing: the state of a later generation needs the block "
                                   "of every generation before it")
         try:
-            with np.load(path, allow_pickle=False) as z:
+            with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
                 meta = loads(str(z[_META][()]))
                 theta = z["theta"]
                 names = list(meta["columns"])

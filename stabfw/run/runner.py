@@ -34,6 +34,7 @@ import pandas as pd
 
 from stabfw._util.atomic import clean_temp_files
 from stabfw.core.checks import RESERVED_COLUMNS, loop_problems, metric_problem, theta_problem
+from stabfw.core.hooks import check_hook
 from stabfw.core.loop import SelfConsumingLoop
 from stabfw.core.streams import stream
 from stabfw.errors import (
@@ -287,6 +288,11 @@ def run_loop(
     callbacks = _check_arguments(loop, resume, force, progress, checkpoint, callbacks)
     cfg = as_retrain_config(config)
     validate_loop(loop)
+    for name in ("curate", "correct"):
+        try:
+            check_hook(getattr(cfg, name), loop)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"invalid configuration:\n  loop.{name}: {err}") from None
     hint = loop.size_hint() or {}
     if hint.get("n_real") is not None:
         cfg.n_synthetic(int(hint["n_real"]))
@@ -398,7 +404,8 @@ def _run(loop, cfg, fp, out, ckpt, saved, progress, record, callbacks) -> Trajec
     except RunInterrupted:
         raise
     except KeyboardInterrupt as err:
-        raise _interrupted(err, loop, cfg, fp, seeds, where, out, vectorized, recorded) from err
+        kept_in = out if ckpt is not None else None
+        raise _interrupted(err, loop, cfg, fp, seeds, where, kept_in, vectorized, recorded) from err
     except RunError as err:
         _attach(err, loop, cfg, fp, seeds, where, out, ckpt is not None, recorded)
         raise
@@ -442,8 +449,7 @@ def _trajectory(loop, cfg, fp, seeds, blocks, recorded, events, meta) -> Traject
         parts = [b["columns"][k] if k in b["columns"] else np.full(S, math.nan) for b in blocks]
         columns[k] = np.concatenate(parts) if parts else np.empty(0)
     # generation-major blocks -> seed-major rows, seeds in the config's order
-    order = np.arange(S * len(blocks)).reshape(len(blocks), S).T.ravel()
-    metrics = pd.DataFrame({k: v[order] for k, v in columns.items()})
+    metrics = pd.DataFrame({k: v.reshape(len(blocks), S).T.ravel() for k, v in columns.items()})
     params = (np.stack([b["thetas"] for b in blocks], axis=1) if blocks
               else np.empty((S, 0, 0)))
     return Trajectory(
@@ -497,7 +503,8 @@ def _row(seed: int, generation: int, dist: float, n_real: Any, n_syn: Any,
          metrics: dict[str, float]) -> dict[str, Any]:
     row = {"seed": int(seed), "generation": generation, "n_real": n_real, "n_synthetic": n_syn,
            "dist_to_theta_star": dist,
-           "lam_effective": float(_lam_effective(n_real, n_syn))}
+           "lam_effective": (n_syn / n_real if n_real > 0 else math.inf if n_syn > 0
+                             else math.nan)}
     row.update(metrics)
     return row
 

@@ -112,7 +112,8 @@ def check_size(est: SizeEstimate, out_dir: str | Path | None = None) -> None:
         Naming the estimate, the limit and what to reduce.
     """
     memory = _physical_memory()
-    what = f"{est.n_seeds:,} seeds × {est.generations + 1:,} generations"
+    what = (f"{est.n_seeds:,} seeds × {est.generations + 1:,} generations "
+            f"(0–{est.generations:,})")
     if memory is not None and est.memory_bytes > 0.8 * memory:
         raise ConfigError(
             f"loop.seeds / loop.generations: {what} need {est.describe()}; this machine has "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,7 @@ class Trajectory:
                                    "restore the file or re-run (stabfw run … --force)", out / name)
 
         try:
-            with np.load(out / "params.npz", allow_pickle=False) as z:
+            with open(out / "params.npz", "rb") as f, np.load(f, allow_pickle=False) as z:
                 params, seeds = z["params"], z["seeds"]
         except Exception as err:
             raise bad("params.npz", err) from None
@@ -172,7 +173,9 @@ class Trajectory:
         stats = {}
         for name in self.metric_names:
             v0, vt = first[name].to_numpy(float), last[name].to_numpy(float)
-            with np.errstate(invalid="ignore"):
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                # an all-NaN column (a stopped or diverged run) is named in the events
+                warnings.simplefilter("ignore", RuntimeWarning)
                 stats[name] = {
                     "generation_0_mean": float(np.nanmean(v0)) if v0.size else None,
                     "final_mean": float(np.nanmean(vt)) if vt.size else None,

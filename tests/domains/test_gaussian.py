@@ -11,8 +11,8 @@ import pytest
 from scipy import special
 
 import stabfw
-from stabfw.errors import ConfigError
 from stabfw.domains.gaussian import GaussianLoop, GaussianState
+from stabfw.errors import ConfigError
 
 Z = 5.0  # standard errors allowed
 

@@ -906,6 +906,7 @@ def cc2(tmp, caplog):
     finally:
         holder.kill()
         holder.wait()
+        holder.stdout.close()
     with caplog.at_level("WARNING"):
         assert cli("run", cfg, "--out", d).rc == 0
     assert re.search(rf"lock of an earlier run \(pid {holder.pid} .*ended without releasing it "
@@ -1197,6 +1198,43 @@ def x08_vectorised_stop(tmp):
     assert later.drop(columns=["seed", "generation"]).isna().all().all()
 
 
+def x09_debug_shows_the_traceback(tmp):
+    cfg = write(tmp, G)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = main(["--debug", "validate", str(cfg), "--set", "loop.lam=true"])
+    assert rc == 2 and "Traceback" in err.getvalue() and "loop.lam" in err.getvalue()
+    refused(cli("validate", cfg, "--set", "loop.lam=true"), "loop.lam")  # and without: none
+
+
+class GrowParams(Coin):
+    def fit(self, data, init, rng):
+        return (float(np.mean(data)), 0 if init is None else init[1] + 1)
+
+    def generate(self, state, n, rng):
+        return (rng.random(n) < state[0]).astype(float)
+
+    def params(self, state):
+        return np.full(1 + (state[1] >= 2), state[0])
+
+    def with_params(self, state, theta):
+        return (float(theta[0]), state[1])
+
+
+def x10_theta_length_and_hooks(tmp):
+    e = _loop_error(GrowParams(), r"GrowParams\.theta at seed 0, generation 2: θ changed length "
+                                  r"from 1 \(generation 0\) to 2")
+    assert e.trajectory.params.shape == (2, 2, 1)
+
+    def bad_hook(batch):  # not (batch, *, state, loop, rng, real)
+        return batch
+
+    with pytest.raises(ConfigError, match=r"loop\.curate: hook .*bad_hook cannot be called"):
+        stabfw.run_loop(Coin(), stabfw.RetrainConfig(generations=2, seeds=1, curate=bad_hook))
+    with pytest.raises(ConfigError, match=r"loop\.curate: unknown hook 'nope'"):
+        stabfw.run_loop(Coin(), stabfw.RetrainConfig(generations=2, seeds=1, curate="nope"))
+
+
 ROWS = {
     "V22": v22, "V22b": v22b, "V28": v28, "V29": v29, "V30": v30, "V31": v31, "V33": v33,
     "V33b": v33b, "V34": v34, "V40": v40, "V41": v41, "V42": v42, "V44": v44, "V45": v45,
@@ -1211,7 +1249,8 @@ ROWS = {
     "X01": x01_impossible_policies, "X02": x02_umask, "X03": x03_tmp_files_cleaned,
     "X04": x04_effective_lambda, "X05": x05_class_api_validates,
     "X06": x06_exit_codes_documented, "X07": x07_finished_api_run,
-    "X08": x08_vectorised_stop,
+    "X08": x08_vectorised_stop, "X09": x09_debug_shows_the_traceback,
+    "X10": x10_theta_length_and_hooks,
 }
 SLOW = {"K18-signal", "K19", "K20"}
 
