@@ -22,6 +22,7 @@ sample mean and scatter).
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,8 +205,6 @@ class GaussianLoop(SelfConsumingLoop, VectorizedLoop):
         self.data = data
 
     # --- set-up -----------------------------------------------------------------------
-    _DEFAULT_DIM, _DEFAULT_N = 1, 100
-
     def check_params(self) -> None:
         """The checks a config gets before any work (``stabfw validate`` makes them too).
 
@@ -223,9 +222,10 @@ class GaussianLoop(SelfConsumingLoop, VectorizedLoop):
                                       "data's own mean and covariance play the truth); leave "
                                       f"{name} out")
             n, d = X.shape
-            clash = [f"domain.{k}={v}" for k, v, default, got in
-                     (("dim", self.dim, self._DEFAULT_DIM, d), ("n", self.n, self._DEFAULT_N, n))
-                     if v != default and v != got]
+            # dim and n come from the data; one set explicitly (not its default) must agree
+            defaults = inspect.signature(GaussianLoop.__init__).parameters
+            clash = [f"domain.{k}={v}" for k, v, got in (("dim", self.dim, d), ("n", self.n, n))
+                     if v != defaults[k].default and v != got]
             if clash:
                 raise ConfigError(f"domain.data: {self._data_name()} holds {n} points of "
                                   f"dimension {d}, but {' and '.join(clash)} were given; leave "

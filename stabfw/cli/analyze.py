@@ -52,7 +52,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         raise
     except Exception as err:  # the analyzers' own errors: say what in the run caused them
         raise StabfwError(f"the analysis of {run_dir} failed: {type(err).__name__}: {err}"
-                          f"{_nonfinite_context(traj)}") from err
+                          f"{_nonfinite_context(traj, run_dir)}") from err
     if not args.no_report:
         write_analysis_figure(results, cfg, out)
     summary_path = out / "summary.json"
@@ -66,7 +66,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _nonfinite_context(traj: Trajectory) -> str:
+def _nonfinite_context(traj: Trajectory, run_dir: Path) -> str:
     """Why an analyzer may have failed: the run's θ is not finite everywhere."""
     bad = ~np.isfinite(traj.params).all(axis=-1)  # (seeds, generations + 1)
     if not bad.any():
@@ -76,8 +76,9 @@ def _nonfinite_context(traj: Trajectory) -> str:
     shown = ", ".join(str(int(traj.seeds[i])) for i in seeds[:8]) + (" …" if seeds.size > 8 else "")
     return (f"\nThe run's θ is non-finite from generation {first} in {seeds.size} of "
             f"{traj.seeds.size} seeds ({shown}); the loop diverged there (see the run's "
-            "events in summary.json). Analyze a run whose θ stays finite, or set "
-            "analysis.jacobian: false to keep only the fixed-point verdict")
+            "events in summary.json). The Jacobian analyzers need a finite θ*; for the "
+            f"fixed-point verdict alone: stabfw analyze {run_dir} "
+            "--set analysis.jacobian=false")
 
 
 def _print_summary(results: dict[str, Any]) -> None:

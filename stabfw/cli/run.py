@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -15,6 +16,11 @@ from stabfw.run.trajectory import nonfinite_summary
 __all__ = ["register"]
 
 
+class _DropNonfiniteLog(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "stabfw_nonfinite", False)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the config; print where the results are (and any non-finite events)."""
     if args.resume and args.force:
@@ -23,7 +29,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     out = Path(args.out or cfg.output.dir or default_out(args.config))
     args.resolved_out = out
-    runs = run_config(cfg, out, resume=args.resume, force=args.force)
+    quiet = _DropNonfiniteLog()  # printed once below, as a warning of this command
+    runner_log = logging.getLogger("stabfw.run.runner")
+    runner_log.addFilter(quiet)
+    try:
+        runs = run_config(cfg, out, resume=args.resume, force=args.force)
+    finally:
+        runner_log.removeFilter(quiet)
     for label, traj in runs.items():
         if traj.events:
             text = nonfinite_summary(traj.events, traj.meta.get("on_nonfinite"))["text"]

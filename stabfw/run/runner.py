@@ -420,7 +420,8 @@ def _run(loop, cfg, fp, out, ckpt, saved, progress, record, callbacks) -> Trajec
         "resumed_from_generation": None if saved is None else start - 1,
     })
     if health.events:
-        log.warning("%s", nonfinite_summary(health.events, cfg.on_nonfinite)["text"])
+        log.warning("%s", nonfinite_summary(health.events, cfg.on_nonfinite)["text"],
+                    extra={"stabfw_nonfinite": True})  # the CLI prints its own line
     if out is not None:
         try:
             traj.save(out)

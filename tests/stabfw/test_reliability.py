@@ -948,8 +948,11 @@ def a03(tmp):
     res = cli("analyze", d, "--no-report")
     if res.rc == 0:
         assert "diverging" in res.out
-    else:
-        refused(res, r"non-finite from generation 1 in 3 of 3 seeds", rc=1)
+    else:  # the Jacobian at a NaN θ* fails: named, with the way to the verdict alone
+        refused(res, r"non-finite from generation 1 in 3 of 3 seeds",
+                r"--set analysis\.jacobian=false", rc=1)
+        res = cli("analyze", d, "--no-report", "--set", "analysis.jacobian=false")
+        assert res.rc == 0 and "diverging" in res.out and "generation 1" in res.out
 
 
 def a08(tmp):
