@@ -40,7 +40,7 @@ from stabfw.core.streams import (
     stream_keys,
     subkeys,
 )
-from stabfw.errors import ConfigError
+from stabfw.errors import ConfigError, short_repr
 
 __all__ = ["GaussianLoop", "GaussianState"]
 
@@ -275,7 +275,8 @@ class GaussianLoop(SelfConsumingLoop, VectorizedLoop):
             raise ConfigError(f"domain.true_mean: must have length dim={self.dim}, got "
                               f"{mu.size} value(s)")
         if not np.all(np.isfinite(mu)):
-            raise ConfigError(f"domain.true_mean: must be finite numbers, got {mu.tolist()}")
+            raise ConfigError(f"domain.true_mean: must be finite numbers, got "
+                              f"{short_repr(mu.tolist())}")
         return mu
 
     def _checked_cov(self, d: int) -> np.ndarray:

@@ -175,7 +175,7 @@ def ensure_dir(path: str | Path) -> Path:
 
 
 # --- one writer per directory ---------------------------------------------------------
-_HELD: dict[Path, int] = {}  # directories this process holds, with nesting depth
+_HELD: dict[Path, list[int]] = {}  # directories this process holds: [thread id, depth]
 _HELD_LOCK = threading.Lock()
 
 
@@ -199,8 +199,8 @@ def _holder_text(info: dict[str, Any]) -> str:
 class RunLock:
     """The lock of one run directory: one writer at a time.
 
-    Re-entrant within a process (a sweep cell run inside ``run_single`` inside
-    ``run_loop`` takes it once). Use it as a context manager.
+    Re-entrant within one thread (``run_single`` and the ``run_loop`` inside it take it
+    once); another thread or process is refused. Use it as a context manager.
 
     Attributes
     ----------
@@ -225,8 +225,13 @@ class RunLock:
     def acquire(self) -> RunLock:
         """Take the lock, or raise :class:`RunDirError` naming the process that holds it."""
         with _HELD_LOCK:
-            if self.directory in _HELD:
-                _HELD[self.directory] += 1
+            held = _HELD.get(self.directory)
+            if held is not None:
+                if held[0] != threading.get_ident():
+                    raise RunDirError(f"{self.directory} is in use by another run in this "
+                                      "process (another thread); two runs writing one "
+                                      "directory would mix their files", self.directory)
+                held[1] += 1
                 self._nested = True
                 return self
         try:
@@ -277,14 +282,14 @@ class RunLock:
         os.pwrite(fd, json.dumps(info).encode(), 0)
         self._fd = fd
         with _HELD_LOCK:
-            _HELD[self.directory] = 1
+            _HELD[self.directory] = [threading.get_ident(), 1]
         return self
 
     def release(self) -> None:
         """Give the lock back (and remove the lock file)."""
         with _HELD_LOCK:
             if self._nested:
-                _HELD[self.directory] -= 1
+                _HELD[self.directory][1] -= 1
                 self._nested = False
                 return
             if self._fd is None:

@@ -1238,6 +1238,32 @@ def x10_theta_length_and_hooks(tmp):
         stabfw.run_loop(Coin(), stabfw.RetrainConfig(generations=2, seeds=1, curate="nope"))
 
 
+def x11_lock_threads(tmp):
+    """The run-directory lock: re-entrant in its thread, refused to another thread."""
+    import threading
+
+    from stabfw.run.rundir import RunLock
+
+    errors = []
+    with RunLock(tmp), RunLock(tmp):  # nested in one thread: fine
+        t = threading.Thread(target=lambda: errors.append(_try_lock(tmp)))
+        t.start()
+        t.join()
+        assert (tmp / ".stabfw.lock").is_file()
+    assert "another run in this process" in errors[0]
+    assert not (tmp / ".stabfw.lock").exists()
+
+
+def _try_lock(d):
+    from stabfw.run.rundir import RunLock
+
+    try:
+        RunLock(d).acquire()
+    except RunDirError as err:
+        return str(err)
+    return "acquired"
+
+
 ROWS = {
     "V22": v22, "V22b": v22b, "V28": v28, "V29": v29, "V30": v30, "V31": v31, "V33": v33,
     "V33b": v33b, "V34": v34, "V40": v40, "V41": v41, "V42": v42, "V44": v44, "V45": v45,
@@ -1253,7 +1279,7 @@ ROWS = {
     "X04": x04_effective_lambda, "X05": x05_class_api_validates,
     "X06": x06_exit_codes_documented, "X07": x07_finished_api_run,
     "X08": x08_vectorised_stop, "X09": x09_debug_shows_the_traceback,
-    "X10": x10_theta_length_and_hooks,
+    "X10": x10_theta_length_and_hooks, "X11": x11_lock_threads,
 }
 SLOW = {"K18-signal", "K19", "K20"}
 
