@@ -22,6 +22,7 @@ sample mean and scatter).
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,32 @@ from stabfw.core.streams import (
     stream_keys,
     subkeys,
 )
+from stabfw.errors import ConfigError, short_repr
 
 __all__ = ["GaussianLoop", "GaussianState"]
+
+
+def _read_npy(path: Path, where: str) -> np.ndarray:
+    """A numeric .npy file as floats, or a ConfigError saying what the file is instead."""
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if not magic:
+        raise ConfigError(f"{where}: the file is empty (0 bytes)")
+    if magic != b"\x93NUMPY":
+        raise ConfigError(f"{where}: not a .npy file (it does not start with numpy's header); "
+                          "save the array with numpy.save, or give a .csv")
+    try:
+        X = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "allow_pickle" in str(err):  # an object array: never unpickled
+            raise ConfigError(f"{where}: holds Python objects (dtype object), not numbers; save "
+                              "a float array (numpy.save(path, X.astype(float)))") from None
+        raise ConfigError(f"{where}: damaged .npy file ({str(err)[:160]})") from None
+    except (OSError, EOFError) as err:
+        raise ConfigError(f"{where}: damaged or truncated .npy file ({str(err)[:160]})") from None
+    if X.dtype.kind not in "fiub":
+        raise ConfigError(f"{where}: holds {X.dtype} values, not numbers; save a float array")
+    return X.astype(float)
 
 # sub-stream numbers inside one draw's key
 _MEAN, _OFFDIAG, _CONFIG, _DIAG0 = 0, 1, 2, 10
@@ -219,34 +244,120 @@ class GaussianLoop(SelfConsumingLoop, VectorizedLoop):
         self.data = data
 
     # --- set-up -----------------------------------------------------------------------
+    def check_params(self) -> None:
+        """The checks a config gets before any work (``stabfw validate`` makes them too).
+
+        ``true_mean``: length ``dim``, finite; ``true_cov``: finite, a scalar, a diagonal of
+        length ``dim`` or a symmetric positive-definite ``dim × dim`` matrix; ``n > ddof``;
+        ``data``: an existing ``.npy``/``.csv`` file (or an array) of finite numbers, shape
+        ``(n ≥ 2, d)``, not contradicting an explicit ``dim`` or ``n``, and not combined
+        with ``true_mean`` / ``true_cov`` (the data's own mean and covariance play them).
+        """
+        if self.data is not None:
+            X = self._checked_data()
+            for name in ("true_mean", "true_cov"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"domain.{name}: not used when domain.data is given (the "
+                                      "data's own mean and covariance play the truth); leave "
+                                      f"{name} out")
+            n, d = X.shape
+            # dim and n come from the data; one set explicitly (not its default) must agree
+            defaults = inspect.signature(GaussianLoop.__init__).parameters
+            clash = [f"domain.{k}={v}" for k, v, got in (("dim", self.dim, d), ("n", self.n, n))
+                     if v != defaults[k].default and v != got]
+            if clash:
+                raise ConfigError(f"domain.data: {self._data_name()} holds {n} points of "
+                                  f"dimension {d}, but {' and '.join(clash)} were given; leave "
+                                  "dim and n out (they are read from the data) or fix the data")
+            count = n
+        else:
+            mu = self._checked_mean()
+            self._checked_cov(mu.size)
+            count = self.n
+        if count - self.ddof < 1 and self.covariance != "known":
+            raise ConfigError(f"domain.ddof: n={count} is too small for ddof={self.ddof}")
+
+    def data_files(self) -> list[Path]:
+        """The data file, when ``data`` is a path (its contents are in the run's fingerprint)."""
+        return [Path(self.data)] if isinstance(self.data, (str, Path)) else []
+
+    def size_hint(self) -> dict[str, int]:
+        """``n_real`` and ``dim_theta`` from the parameters (or a ``.npy`` file's header)."""
+        if self.data is None:
+            n, d = self.n, self.dim
+        else:
+            shape = self._data_shape()
+            if shape is None:
+                return {}
+            n, d = shape
+        extra = {"full": d * (d + 1) // 2, "diag": d, "known": 0}[self.covariance]
+        return {"n_real": int(n), "dim_theta": int(d + extra)}
+
+    def _data_name(self) -> str:
+        return str(self.data) if isinstance(self.data, (str, Path)) else "the inline array"
+
+    def _data_shape(self) -> tuple[int, int] | None:
+        if not isinstance(self.data, (str, Path)) or Path(self.data).suffix != ".npy":
+            X = self._checked_data()
+            return X.shape
+        try:
+            X = np.load(self.data, mmap_mode="r", allow_pickle=False)
+            return (int(X.shape[0]), int(X.shape[1]) if X.ndim > 1 else 1)
+        except Exception:
+            return None
+
+    def _checked_mean(self) -> np.ndarray:
+        if self.true_mean is None:
+            return np.zeros(self.dim)
+        mu = np.asarray(self.true_mean, dtype=float)
+        if mu.shape != (self.dim,):
+            raise ConfigError(f"domain.true_mean: must have length dim={self.dim}, got "
+                              f"{mu.size} value(s)")
+        if not np.all(np.isfinite(mu)):
+            raise ConfigError(f"domain.true_mean: must be finite numbers, got "
+                              f"{short_repr(mu.tolist())}")
+        return mu
+
+    def _checked_cov(self, d: int) -> np.ndarray:
+        try:
+            return self._parse_cov(self.true_cov, d)
+        except ValueError as err:
+            raise ConfigError(f"domain.true_cov: {err}") from None
+
+    def _checked_data(self) -> np.ndarray:
+        """The real data, read and checked once (clear errors naming domain.data)."""
+        cached = getattr(self, "_data_checked", None)
+        if cached is None:
+            cached = self._data_checked = self._load_data(self.data)
+        return cached
+
     def _setup(self) -> None:
         if getattr(self, "_ready", False):
             return
+        self.check_params()
         if self.data is not None:
-            X = self._load_data(self.data)
+            X = self._checked_data()
             self._data = X
             self._n, self._d = X.shape
             self._mu = X.mean(axis=0)
             self._sigma = np.cov(X, rowvar=False, ddof=0).reshape(self._d, self._d)
         else:
-            if self.dim < 1 or self.n < 1:
-                raise ValueError(f"dim and n must be ≥ 1, got dim={self.dim}, n={self.n}")
             self._data, self._n, self._d = None, self.n, self.dim
-            self._mu = (np.zeros(self.dim) if self.true_mean is None
-                        else np.asarray(self.true_mean, dtype=float))
-            self._sigma = self._parse_cov(self.true_cov, self.dim)
-            if self._mu.shape != (self.dim,):
-                raise ValueError(f"true_mean must have length dim={self.dim}, got {self._mu.shape}")
+            self._mu = self._checked_mean()
+            self._sigma = self._checked_cov(self.dim)
         self._L = _factor(self._sigma)[0]
-        if self._n - self.ddof < 1 and self.covariance != "known":
-            raise ValueError(f"n={self._n} is too small for ddof={self.ddof}")
         self._ready = True
 
     @staticmethod
     def _parse_cov(cov: Any, d: int) -> np.ndarray:
         if cov is None:
             return np.eye(d)
-        c = np.asarray(cov, dtype=float)
+        try:
+            c = np.asarray(cov, dtype=float)
+        except (TypeError, ValueError):
+            raise ValueError("must be a number, a list of d numbers or a d×d matrix") from None
+        if not np.all(np.isfinite(c)):
+            raise ValueError("must be finite numbers")
         if c.ndim == 0:
             out = float(c) * np.eye(d)
         elif c.shape == (d,):
@@ -254,26 +365,46 @@ class GaussianLoop(SelfConsumingLoop, VectorizedLoop):
         elif c.shape == (d, d):
             out = c
         else:
-            raise ValueError(f"true_cov must be a scalar, length {d} or {d}x{d}; got shape {c.shape}")
+            raise ValueError(f"must be a scalar, length {d} or {d}x{d}; got shape {c.shape}")
         if not np.allclose(out, out.T) or np.linalg.eigvalsh(out).min() <= 0:
-            raise ValueError("true_cov must be symmetric positive definite")
+            raise ValueError("must be symmetric positive definite (all eigenvalues > 0), got "
+                             f"eigenvalues {np.round(np.linalg.eigvalsh((out + out.T) / 2), 4).tolist()}")
         return out
 
     @staticmethod
     def _load_data(data: Any) -> np.ndarray:
         if isinstance(data, (str, Path)):
             path = Path(data)
+            where = f"domain.data: {path}"
             if not path.is_file():
-                raise FileNotFoundError(
-                    f"domain.data: no file at {path}; give an (n, d) array as .npy or .csv")
-            X = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=",", ndmin=2)
+                raise ConfigError(f"{where}: no such file; give an (n, d) array as .npy or .csv")
+            if path.suffix == ".npy":
+                X = _read_npy(path, where)
+            elif path.suffix in (".csv", ".txt"):
+                try:
+                    X = np.loadtxt(path, delimiter=",", ndmin=2)
+                except (ValueError, UnicodeDecodeError) as err:
+                    raise ConfigError(f"{where}: cannot be read as comma-separated numbers "
+                                      f"({str(err)[:160]}); one point per line, no header") from None
+            else:
+                raise ConfigError(f"{where}: unknown file type {path.suffix!r}; give a .npy or "
+                                  ".csv file")
         else:
-            X = np.asarray(data, dtype=float)
-        X = np.asarray(X, dtype=float)
+            where = "domain.data (inline)"
+            try:
+                X = np.asarray(data, dtype=float)
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"{where}: must be rows of numbers of one length "
+                                  f"({str(err)[:160]})") from None
         if X.ndim == 1:
             X = X[:, None]
-        if X.ndim != 2 or X.shape[0] < 2 or not np.all(np.isfinite(X)):
-            raise ValueError(f"domain.data must be a finite (n ≥ 2, d) array; got shape {X.shape}")
+        if X.ndim != 2 or X.shape[0] < 2:
+            raise ConfigError(f"{where}: must be an (n ≥ 2, d) array of points; got shape "
+                              f"{X.shape}")
+        if not np.all(np.isfinite(X)):
+            bad = int(np.sum(~np.isfinite(X)))
+            raise ConfigError(f"{where}: holds {bad} non-finite value(s) (NaN or inf); the "
+                              "real data must be finite")
         return X
 
     @property

@@ -31,6 +31,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from stabfw.core.loop import SelfConsumingLoop
+from stabfw.errors import ConfigError
 
 __all__ = ["DATASETS", "FlowState", "Toy2DFlowLoop", "flow_forward", "flow_log_prob",
            "flow_sample", "sample_dataset"]
@@ -244,14 +245,30 @@ class Toy2DFlowLoop(SelfConsumingLoop):
         self.n_eval = n_eval
 
     # --- set-up -----------------------------------------------------------------------
+    def check_params(self) -> None:
+        """Counts ≥ 1 (``n``, ``layers``, ``hidden``, ``max_iter``, ``n_eval``,
+        ``newton_iter``), scales ≥ 0 and a known ``dataset``, before any work."""
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"domain.dataset: must be one of {', '.join(DATASETS)}; got "
+                              f"{self.dataset!r}")
+        for name in ("n", "layers", "hidden", "max_iter", "n_eval", "newton_iter"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"domain.{name}: must be ≥ 1, got {getattr(self, name)}")
+        for name in ("noise", "weight_decay", "newton_max_dim"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"domain.{name}: must be ≥ 0, got {getattr(self, name)}")
+        for name in ("gtol", "init_scale"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"domain.{name}: must be > 0, got {getattr(self, name)}")
+
+    def size_hint(self) -> dict[str, int]:
+        """``n_real`` and ``dim_theta`` (the flow's parameter count)."""
+        return {"n_real": int(self.n), "dim_theta": int(_Spec(self.layers, self.hidden).dim)}
+
     @property
     def spec(self) -> _Spec:
         """Layout of θ."""
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
-        for name in ("n", "layers", "hidden", "max_iter", "n_eval"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        self.check_params()
         return _Spec(self.layers, self.hidden)
 
     @property

@@ -176,6 +176,17 @@ class ForecastingLoop(SelfConsumingLoop):
         self.blas_threads = blas_threads
 
     # --- set-up -----------------------------------------------------------------------
+    def check_params(self) -> None:
+        """Every check of the set-up, before any work: the numeric parameters, the series
+        (``holdout`` against its length, ``log`` against its sign), and
+        ``forecaster_params`` (its keys against the sktime forecaster's, by building it
+        once). Reads the series and imports sktime; fits nothing."""
+        self._setup()
+
+    def data_files(self) -> list[str]:
+        """The CSV file the series is read from, when ``csv`` is given."""
+        return [self.csv] if self.csv is not None else []
+
     def _setup(self) -> None:
         if getattr(self, "_ready", False):
             return

@@ -6,15 +6,18 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from stabfw._util.jsonio import read_json, write_json
 from stabfw._util.numbers import fmt
+from stabfw._util.yamlio import load_yaml
 from stabfw.analysis.pipeline import analyze_run
 from stabfw.cli.common import add_set_option
-from stabfw.errors import ConfigError
+from stabfw.errors import ConfigError, RunDirError, StabfwError
 from stabfw.experiments.single import write_analysis_figure
 from stabfw.run.config import apply_overrides, parse_config
+from stabfw.run.rundir import add_to_manifest
 from stabfw.run.trajectory import Trajectory
 
 __all__ = ["register"]
@@ -23,11 +26,18 @@ __all__ = ["register"]
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Analyse a run directory; merge the results into its ``summary.json``."""
     run_dir = Path(args.run_dir)
-    traj = Trajectory.load(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: no such run directory", run_dir)
+    traj = Trajectory.load(run_dir)  # verified against the run's manifest
     raw = dict(traj.config)
     if args.config:
-        extra = yaml.safe_load(Path(args.config).read_text()) or {}
-        if "analysis" not in extra:
+        try:
+            extra = load_yaml(Path(args.config).read_text(encoding="utf-8")) or {}
+        except OSError as err:
+            raise ConfigError(f"--config {args.config}: {err.strerror or err}") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise ConfigError(f"--config {args.config}: not valid YAML: {err}") from None
+        if not isinstance(extra, dict) or "analysis" not in extra:
             raise ConfigError(f"{args.config}: needs an 'analysis:' section")
         raw["analysis"] = extra["analysis"]
     raw = apply_overrides(raw, args.set)
@@ -36,16 +46,39 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     cfg = parse_config(raw)
     out = Path(args.out) if args.out else run_dir
     out.mkdir(parents=True, exist_ok=True)
-    results = analyze_run(traj, cfg, progress=True)
+    try:
+        results = analyze_run(traj, cfg, progress=True)
+    except StabfwError:
+        raise
+    except Exception as err:  # the analyzers' own errors: say what in the run caused them
+        raise StabfwError(f"the analysis of {run_dir} failed: {type(err).__name__}: {err}"
+                          f"{_nonfinite_context(traj, run_dir)}") from err
     if not args.no_report:
         write_analysis_figure(results, cfg, out)
     summary_path = out / "summary.json"
     summary = read_json(summary_path) if summary_path.is_file() else traj.summary()
     summary["analysis"] = results
     write_json(summary_path, summary)
+    if out == run_dir:
+        add_to_manifest(run_dir, ["summary.json"])
     _print_summary(results)
     print(f"wrote {summary_path}" + ("" if args.no_report else f" and {out / 'analysis.png'}"))
     return 0
+
+
+def _nonfinite_context(traj: Trajectory, run_dir: Path) -> str:
+    """Why an analyzer may have failed: the run's θ is not finite everywhere."""
+    bad = ~np.isfinite(traj.params).all(axis=-1)  # (seeds, generations + 1)
+    if not bad.any():
+        return ""
+    seeds = np.flatnonzero(bad.any(axis=1))
+    first = int(np.argmax(bad.any(axis=0)))
+    shown = ", ".join(str(int(traj.seeds[i])) for i in seeds[:8]) + (" …" if seeds.size > 8 else "")
+    return (f"\nThe run's θ is non-finite from generation {first} in {seeds.size} of "
+            f"{traj.seeds.size} seeds ({shown}); the loop diverged there (see the run's "
+            "events in summary.json). The Jacobian analyzers need a finite θ*; for the "
+            f"fixed-point verdict alone: stabfw analyze {run_dir} "
+            "--set analysis.jacobian=false")
 
 
 def _print_summary(results: dict[str, Any]) -> None:

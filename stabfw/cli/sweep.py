@@ -7,6 +7,7 @@ from pathlib import Path
 
 from stabfw.cli.common import add_set_option, default_out
 from stabfw.errors import ConfigError
+from stabfw.experiments.runfile import sweep_failure
 from stabfw.experiments.sweep import run_sweep
 from stabfw.run.config import load_config
 
@@ -15,20 +16,21 @@ __all__ = ["register"]
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run the sweep; exit 1 when a cell failed."""
+    if args.resume and args.force:
+        raise ConfigError("--resume continues cells and --force recomputes them; give one")
     cfg = load_config(args.config, args.set)
     if cfg.sweep is None:
         raise ConfigError(f"{args.config} has no 'sweep:' section; add sweep.grid "
                           "(e.g. {loop.lam: [0, 0.5, 1]}) or use `stabfw run`")
     out = Path(args.out or cfg.output.dir or default_out(args.config))
+    args.resolved_out = out
     res = run_sweep(cfg, out, backend=args.backend, workers=args.workers,
-                    address=args.address, resume=args.resume)
+                    address=args.address, resume=args.resume, force=args.force)
     n_skip = sum(r.status == "skipped" for r in res.results.values())
     print(f"wrote {out}/ ({len(res.cells)} cells, {n_skip} already finished, "
           f"backend {res.backend}, {res.seconds:.1f} s); report: {out / 'report.html'}")
     if res.failed:
-        print(f"{len(res.failed)} cell(s) failed: {', '.join(res.failed)} "
-              f"(tracebacks in the log above; re-run to retry them)")
-        return 1
+        raise sweep_failure(res)
     return 0
 
 
@@ -45,4 +47,6 @@ def register(sub) -> None:
     add_set_option(p)
     p.add_argument("--resume", action="store_true",
                    help="continue interrupted cells from their checkpoints")
+    p.add_argument("--force", action="store_true",
+                   help="recompute every cell, replacing finished ones")
     p.set_defaults(func=cmd_sweep)

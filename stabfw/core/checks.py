@@ -20,10 +20,53 @@ from stabfw.core.loop import SelfConsumingLoop
 from stabfw.core.streams import stream
 from stabfw.errors import LoopCheckError
 
-__all__ = ["CHECKS", "RESERVED_COLUMNS", "check_loop", "loop_problems"]
+__all__ = ["CHECKS", "RESERVED_COLUMNS", "check_loop", "loop_problems", "metric_problem",
+           "theta_problem"]
 
-#: Columns of a run's metrics table that the runner writes itself.
-RESERVED_COLUMNS = ("seed", "generation", "n_real", "n_synthetic", "dist_to_theta_star")
+#: Columns of a run's metrics table that the runner writes itself. ``lam_effective`` is
+#: the synthetic-to-real ratio of the training set each generation was fitted on
+#: (``n_synthetic / n_real``, ∞ without real points): λ, unless a hook changed the batch.
+RESERVED_COLUMNS = ("seed", "generation", "n_real", "n_synthetic", "dist_to_theta_star",
+                    "lam_effective")
+
+
+def theta_problem(raw: Any, allow_int: bool = True) -> str | None:
+    """Why ``raw`` (what ``theta(state)`` returned) is not a usable θ, or None.
+
+    θ must be a non-empty 1-D vector of real numbers (floats; integers too unless
+    ``allow_int`` is false). Non-finite entries are not a problem of the *type*: the runner
+    treats them as an event (``loop.on_nonfinite``). Used by :func:`check_loop` and the runner.
+    """
+    try:
+        arr = raw if isinstance(raw, np.ndarray) else np.asarray(raw)
+    except (ValueError, TypeError) as err:
+        return f"is not an array ({type(raw).__name__}: {err})"
+    if arr.ndim != 1:
+        return f"must be 1-D, got shape {arr.shape}"
+    if arr.size == 0:
+        return "is empty"
+    kinds = "fiu" if allow_int else "f"
+    if arr.dtype.kind not in kinds:
+        why = {"c": "; complex θ is not supported: return the real and imaginary parts as "
+                    "separate entries",
+               "U": " (strings are not parsed)", "S": " (strings are not parsed)",
+               "O": " (Python objects)", "b": " (booleans)"}.get(arr.dtype.kind, "")
+        return f"must be a float vector, got dtype {arr.dtype}{why}"
+    return None
+
+
+def metric_problem(key: Any, value: Any) -> str | None:
+    """Why ``metrics()[key] = value`` cannot go in a run's metrics table, or None."""
+    if not isinstance(key, str):
+        return f"metrics key {key!r} is not a string"
+    if key in RESERVED_COLUMNS:
+        return (f"metrics key {key!r} is reserved for the runner (reserved: "
+                f"{', '.join(RESERVED_COLUMNS)}); rename it")
+    if isinstance(value, (str, bytes, bool)) or not hasattr(value, "__float__"):
+        return f"metrics[{key!r}] = {value!r:.80} is not a number"
+    if isinstance(value, (complex, np.complexfloating)):
+        return f"metrics[{key!r}] = {value!r} is complex, not a real number"
+    return None
 
 
 class _Skip(Exception):
@@ -103,17 +146,11 @@ class _Probe:
         if not isinstance(raw, np.ndarray):
             self.problem(f"theta(state) must return a numpy array, got {type(raw).__name__} "
                          f"({where})")
-            raw = np.asarray(raw)
-        if raw.ndim != 1:
-            self.problem(f"theta(state) must be 1-D, got shape {raw.shape} ({where})")
+        why = theta_problem(raw, allow_int=False)
+        if why is not None:
+            self.problem(f"theta(state) {why} ({where})")
             raise _Skip
-        if raw.size == 0:
-            self.problem(f"theta(state) is empty ({where})")
-            raise _Skip
-        if not np.issubdtype(raw.dtype, np.floating):
-            self.problem(f"theta(state) must be a float vector, got dtype {raw.dtype} ({where})")
-            raise _Skip
-        theta = raw.astype(float)
+        theta = np.asarray(raw).astype(float)
         if not np.all(np.isfinite(theta)):
             self.problem(f"theta(state) has non-finite entries ({where})")
             raise _Skip
@@ -218,12 +255,9 @@ def _check_metrics(p: _Probe) -> None:
         p.problem(f"metrics(state, rng) must return a dict, got {type(m).__name__}")
         return
     for k, v in m.items():
-        if not isinstance(k, str):
-            p.problem(f"metrics key {k!r} is not a string")
-        if isinstance(v, (str, bytes, bool)) or not hasattr(v, "__float__"):
-            p.problem(f"metrics[{k!r}] = {v!r} is not a number")
-        if k in RESERVED_COLUMNS:
-            p.problem(f"metrics key {k!r} is reserved for the runner")
+        why = metric_problem(k, v)
+        if why is not None:
+            p.problem(why)
 
 
 def _check_pickle(p: _Probe) -> None:

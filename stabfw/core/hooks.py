@@ -11,12 +11,13 @@ a named factory (domains register theirs when imported).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Hook", "register_hook", "resolve_hook", "top_fraction"]
+__all__ = ["Hook", "check_hook", "register_hook", "resolve_hook", "top_fraction"]
 
 Hook = Callable[..., Any]
 _FACTORIES: dict[str, Callable[..., Hook]] = {}
@@ -50,6 +51,35 @@ def resolve_hook(spec: Any) -> Hook | None:
         raise ValueError(f"hook {name!r}: {err}") from None
 
 
+def check_hook(spec: Any, loop: Any) -> Hook | None:
+    """Resolve ``spec`` and check, before any work, that the generation step can call it
+    on ``loop``: it takes ``(batch, *, state, loop, rng, real)`` and ``loop`` has the
+    capabilities the hook declares in its ``requires`` attribute (e.g. ``("score",)``).
+
+    Raises
+    ------
+    ValueError or TypeError
+        Naming the hook and what is wrong.
+    """
+    hook = resolve_hook(spec)
+    if hook is None:
+        return None
+    name = getattr(hook, "__qualname__", repr(hook))
+    try:
+        inspect.signature(hook).bind(None, state=None, loop=None, rng=None, real=None)
+    except TypeError as err:
+        raise TypeError(f"hook {name} cannot be called as hook(batch, *, state, loop, rng, "
+                        f"real) ({err})") from None
+    except ValueError:  # a builtin without a signature: cannot tell
+        pass
+    caps = loop.capabilities()
+    missing = [c for c in getattr(hook, "requires", ()) if not getattr(caps, c, False)]
+    if missing:
+        raise TypeError(f"hook {name} needs the loop to implement {', '.join(missing)}; "
+                        f"{type(loop).__name__} does not")
+    return hook
+
+
 @register_hook("top_fraction")
 def top_fraction(q: float = 0.5) -> Hook:
     """Keep the fraction ``q`` of a batch with the highest ``loop.score(batch, state)``.
@@ -68,4 +98,5 @@ def top_fraction(q: float = 0.5) -> Hook:
         idx = np.sort(np.argsort(-scores, kind="stable")[:keep])
         return loop.subsample(batch, idx)
 
+    hook.requires = ("score",)
     return hook

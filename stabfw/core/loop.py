@@ -37,6 +37,9 @@ class SelfConsumingLoop(abc.ABC):
 
     Optional
     --------
+    check_params() / data_files() / size_hint()
+        Up-front checks of the constructor parameters, the data files whose contents a
+        run's fingerprint holds, and cheap sizes for the run-size estimate.
     with_theta(state, theta) — or its alias with_params(state, theta)
         The state with θ substituted; enables the retraining map, fixed-point solves and
         finite-difference Jacobians.
@@ -121,6 +124,42 @@ class SelfConsumingLoop(abc.ABC):
         names a config uses before any work, and lets verdicts and reports tell a
         diversity measure heading to zero (collapse) from an error growing. The default
         declares none.
+        """
+        return {}
+
+    def check_params(self) -> None:
+        """Cheap checks of the constructor parameters, before any work (optional).
+
+        The one place for a domain's up-front checks that a type annotation cannot
+        express: lengths that must agree (``true_mean`` and ``dim``), a matrix that must be
+        positive definite, a data file that must exist and hold numbers of the right
+        shape. The registry's validation calls it, so ``stabfw validate``, ``stabfw run``
+        and :func:`stabfw.make` refuse exactly the same parameters, and
+        :func:`stabfw.run_loop` calls it for loops built directly in Python.
+
+        Raise :class:`~stabfw.ConfigError` with a message that starts with the parameter's
+        dotted path (``domain.true_mean: ...``) and says what is accepted. Keep it cheap:
+        read a data file's header or a small file, never fit or sample. The default checks
+        nothing.
+        """
+        return None
+
+    def data_files(self) -> list[Any]:
+        """The files this loop reads its data from (optional; default none).
+
+        Their contents (SHA-256) are part of the run's fingerprint: a run resumed after one
+        of them changed is refused instead of splicing two data sets. Return paths (``str``
+        or :class:`pathlib.Path`) of regular files; the default is an empty list.
+        """
+        return []
+
+    def size_hint(self) -> dict[str, int]:
+        """Sizes known without any work, for the size estimate of ``stabfw validate`` and
+        :func:`stabfw.run_loop` (optional).
+
+        Keys (each optional): ``n_real`` (real samples of generation 0) and ``dim_theta``
+        (length of θ). The default knows neither; the estimate then assumes small values
+        and says so.
         """
         return {}
 

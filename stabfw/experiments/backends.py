@@ -6,7 +6,8 @@ Every backend offers ``map(fn, tasks)``, yielding ``fn(task)`` for each task as 
 * ``serial``: one after the other in this process.
 * ``local``: joblib's loky process pool. Each worker is limited to one BLAS/OpenMP/torch
   thread: with one process per core, the libraries' own thread pools would oversubscribe
-  the cores (measured 10–20× slower for torch on 2 cores).
+  the cores (measured 10–20× slower for torch on 2 cores). Workers exit within a second
+  when the sweep process dies (even by SIGKILL), so no orphan keeps writing cells.
 * ``ray``: one Ray Core task per cell, on ``ray.init()`` (a local instance) or an existing
   cluster (``address``). Workers write their cell directory themselves, so the sweep
   directory must lie on storage every node sees; with ``storage="return"`` the worker runs
@@ -18,6 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,16 +28,61 @@ from stabfw._util.atomic import atomic_write
 from stabfw._util.threads import THREAD_VARS, blas_threads, cpu_count, limit_threads
 from stabfw.errors import ConfigError
 
-__all__ = ["BACKENDS", "LocalBackend", "RayBackend", "SerialBackend", "cpu_count",
-           "limit_threads", "make_backend", "ray_task", "worker_info", "write_returned"]
+__all__ = [
+    "BACKENDS",
+    "LocalBackend",
+    "RayBackend",
+    "SerialBackend",
+    "check_backend_args",
+    "cpu_count",
+    "limit_threads",
+    "make_backend",
+    "ray_task",
+    "worker_info",
+    "write_returned",
+]
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "serial", "local", "ray")
 
 
-def _limited_call(fn: Callable[[Any], Any], task: Any) -> Any:
-    """Run ``fn(task)`` in a worker limited to one thread (also after torch is imported)."""
+_WATCHED: list[int] = []
+
+
+def _exit_with(driver: int) -> None:
+    """In a worker process: exit as soon as the sweep process ``driver`` is gone.
+
+    A SIGKILLed sweep cannot stop its workers; without this they would go on computing and
+    writing cell directories (orphans beside a resumed sweep's new workers). The worker's
+    cell lock dies with it and its checkpoint is consistent (atomic writes).
+    """
+    if _WATCHED or os.getpid() == driver:
+        return
+    _WATCHED.append(driver)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(driver, 0)
+                alive = os.getppid() == parent
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:  # pragma: no cover - another user's pid now
+                alive = False
+            if not alive:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="stabfw-driver-watch", daemon=True).start()
+
+
+def _limited_call(fn: Callable[[Any], Any], task: Any, driver: int | None = None) -> Any:
+    """Run ``fn(task)`` in a worker limited to one thread (also after torch is imported);
+    with ``driver`` (the sweep's pid) the worker exits when that process dies."""
+    if driver is not None:
+        _exit_with(driver)
     limit_threads()
     result = fn(task)
     torch = sys.modules.get("torch")
@@ -91,8 +139,9 @@ class LocalBackend:
         # inner_max_num_threads sets the thread variables before each worker starts, so a
         # torch imported inside a task starts with one thread too
         with parallel_config(backend="loky", inner_max_num_threads=1):
+            driver = os.getpid()
             yield from Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-                delayed(_limited_call)(fn, t) for t in tasks)
+                delayed(_limited_call)(fn, t, driver) for t in tasks)
 
 
 def ray_task(fn: Callable[[Any], Any], task: Any, storage: str) -> Any:
@@ -178,6 +227,19 @@ def write_returned(out: dict[str, Any]) -> Any:
     return out["result"]
 
 
+def check_backend_args(name: str | None, workers: int | None, address: str | None) -> str:
+    """Refuse a bad backend name, worker count or address (before any work); the name."""
+    name = name or "auto"
+    if name not in BACKENDS:
+        raise ConfigError(f"sweep.backend: unknown backend {name!r}; choose one of "
+                          f"{', '.join(BACKENDS)}")
+    if workers is not None and (isinstance(workers, bool) or workers < 1):
+        raise ConfigError(f"sweep.workers must be ≥ 1, got {workers}")
+    if address and name not in ("ray",):
+        raise ConfigError(f"sweep.address is only used by backend 'ray' (backend is {name!r})")
+    return name
+
+
 def make_backend(name: str | None = "auto", workers: int | None = None,
                  address: str | None = None, n_tasks: int | None = None, **options: Any):
     """A backend by name.
@@ -197,14 +259,7 @@ def make_backend(name: str | None = "auto", workers: int | None = None,
     **options
         Passed to the backend (``storage`` for ``ray``).
     """
-    name = name or "auto"
-    if name not in BACKENDS:
-        raise ConfigError(f"sweep.backend: unknown backend {name!r}; choose one of "
-                          f"{', '.join(BACKENDS)}")
-    if workers is not None and workers < 1:
-        raise ConfigError(f"sweep.workers must be ≥ 1, got {workers}")
-    if address and name not in ("ray",):
-        raise ConfigError(f"sweep.address is only used by backend 'ray' (backend is {name!r})")
+    name = check_backend_args(name, workers, address)
     n_workers = workers or cpu_count()
     if name == "auto":
         try:

@@ -13,8 +13,9 @@ from stabfw._util.jsonio import read_json, to_jsonable
 from stabfw._util.numbers import slug, yaml_scalar
 from stabfw.errors import ConfigError
 from stabfw.run.config import RunConfig, apply_overrides, parse_config
+from stabfw.run.rundir import MANIFEST
 
-__all__ = ["Cell", "cell_identity", "expand_grid", "is_finished", "short_keys"]
+__all__ = ["Cell", "cell_identity", "cell_state", "expand_grid", "is_finished", "short_keys"]
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,13 @@ def cell_identity(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_finished(run_dir: str | Path, cfg: RunConfig) -> bool:
-    """Whether ``run_dir`` holds a finished run of ``cfg`` (same domain, loop and analysis)."""
+    """Whether ``run_dir`` holds a finished run of ``cfg`` (same domain, loop and analysis):
+    its manifest (the finished mark) and summary are there, and the summary's config is
+    ``cfg``'s."""
     run_dir = Path(run_dir)
     summary = run_dir / "summary.json"
-    if not summary.is_file() or not (run_dir / "metrics.csv").is_file():
+    if not (summary.is_file() and (run_dir / "metrics.csv").is_file()
+            and (run_dir / MANIFEST).is_file()):
         return False
     try:
         recorded = read_json(summary).get("config") or {}
@@ -93,3 +97,24 @@ def is_finished(run_dir: str | Path, cfg: RunConfig) -> bool:
     return cell_identity(recorded) == cell_identity(cfg.record())
 
 
+
+
+def cell_state(run_dir: str | Path, cfg: RunConfig) -> str:
+    """What a cell's directory holds for ``cfg``.
+
+    ``"empty"``; ``"finished"`` (a finished run of this config); ``"other"`` (a finished run
+    of another config, or results stabfw cannot verify: never overwritten without
+    ``force``); ``"unfinished"`` (a checkpoint, or a finished trajectory whose summary was
+    never written).
+    """
+    run_dir = Path(run_dir)
+    if is_finished(run_dir, cfg):
+        return "finished"
+    has_manifest = (run_dir / MANIFEST).is_file()
+    if has_manifest and (run_dir / "summary.json").is_file():
+        return "other"
+    if not has_manifest and (run_dir / "params.npz").is_file():
+        return "other"
+    if has_manifest or ((run_dir / "checkpoint").is_dir() and any((run_dir / "checkpoint").iterdir())):
+        return "unfinished"
+    return "empty"

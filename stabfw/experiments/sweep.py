@@ -22,16 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stabfw._util.atomic import atomic_write, clean_temp_files
 from stabfw._util.jsonio import flatten, read_json, write_json
-from stabfw.errors import ConfigError
-from stabfw.experiments.backends import make_backend
-from stabfw.experiments.grid import Cell, expand_grid, is_finished
+from stabfw.errors import ConfigError, RunDirError, StabfwError, clip
+from stabfw.experiments.backends import check_backend_args, make_backend
+from stabfw.experiments.grid import Cell, cell_state, expand_grid
 from stabfw.experiments.single import run_single
 from stabfw.experiments.stability import write_stability
 from stabfw.reporting.figures import plot_runs
 from stabfw.reporting.html import write_report
 from stabfw.run import registry
-from stabfw.run.config import RunConfig
+from stabfw.run.config import RunConfig, metric_references
+from stabfw.run.rundir import RunLock, ensure_dir
 from stabfw.run.trajectory import Trajectory
 
 __all__ = ["CellResult", "SweepResult", "aggregates", "run_cell", "run_sweep", "write_outputs"]
@@ -84,21 +86,35 @@ def run_cell(task: dict[str, Any]) -> dict[str, Any]:
     """Run one cell in the current process; what every backend calls (picklable).
 
     ``task`` holds ``name``, ``config`` (a :class:`RunConfig`), ``dir`` (absolute),
-    ``resume`` and ``registration``. Returns a plain dict (status, seconds, summary or the
-    error's traceback) so that a failing cell does not stop the others.
+    ``resume``, ``force``, ``metrics`` (metric names the sweep needs) and
+    ``registration``. Returns a plain dict (status, seconds, summary or a one-line
+    ``error``) so that a failing cell does not stop the others. The traceback of an error
+    that is not a user's mistake goes to the cell's ``error.log``, not to the console.
     """
     t0 = time.perf_counter()
+    cell_dir = Path(task["dir"])
     try:
         reg = task.get("registration")
         if reg is not None and not registry.is_loaded(reg[0]):
             registry.register(reg[0], reg[1], overwrite=True)
-        run_single(task["config"], task["dir"], resume=task.get("resume", False))
-        summary = read_json(Path(task["dir"]) / "summary.json")
+        run_single(task["config"], cell_dir, resume=task.get("resume", False),
+                   force=task.get("force", False), required_metrics=task.get("metrics"))
+        summary = read_json(cell_dir / "summary.json")
+        (cell_dir / "error.log").unlink(missing_ok=True)
         return {"name": task["name"], "status": "done", "seconds": time.perf_counter() - t0,
                 "summary": summary}
-    except Exception:
-        return {"name": task["name"], "status": "failed", "seconds": time.perf_counter() - t0,
-                "error": traceback.format_exc()}
+    except StabfwError as err:
+        error = clip(str(err), 1000)
+    except Exception as err:
+        error = clip(f"{type(err).__name__}: {err}", 800)
+        try:
+            text = traceback.format_exc()
+            atomic_write(cell_dir / "error.log", lambda f: f.write(text.encode("utf-8")))
+            error += f" (traceback in {cell_dir / 'error.log'})"
+        except OSError:
+            pass
+    return {"name": task["name"], "status": "failed", "seconds": time.perf_counter() - t0,
+            "error": error}
 
 
 def run_sweep(
@@ -109,6 +125,7 @@ def run_sweep(
     address: str | None = None,
     resume: bool = False,
     progress: bool | None = None,
+    force: bool = False,
 ) -> SweepResult:
     """Run every cell of ``cfg``'s sweep that is not finished yet, then write the aggregates.
 
@@ -126,7 +143,10 @@ def run_sweep(
     address : str, optional
         A Ray cluster address (default: ``sweep.address``, else a local Ray instance).
     resume : bool
-        Continue interrupted cells from their checkpoints.
+        Continue interrupted cells from their checkpoints (without it they start again).
+    force : bool
+        Recompute every cell, replacing finished ones; without it a cell directory holding
+        a finished run of another configuration is refused before any cell runs.
     progress : bool, optional
         Show a progress bar over cells (default: ``output.progress``).
 
@@ -137,20 +157,40 @@ def run_sweep(
     if cfg.sweep is None:
         raise ConfigError("this config has no 'sweep:' section; add sweep.grid "
                           "(e.g. {loop.lam: [0, 0.5, 1]}) or use `stabfw run`")
-    out = Path(out).resolve()
+    if resume and force:
+        raise ConfigError("--resume continues cells and --force recomputes them; give one")
+    check_backend_args(backend or cfg.sweep.backend,
+                       cfg.sweep.workers if workers is None else workers,
+                       address or cfg.sweep.address)
     cells = expand_grid(cfg)
+    out = ensure_dir(Path(out).resolve())
+    with RunLock(out):
+        clean_temp_files(out)
+        return _run_cells(cfg, cells, out, backend, workers, address, resume, force, progress)
+
+
+def _run_cells(cfg, cells, out, backend, workers, address, resume, force, progress):
     progress = cfg.output.progress if progress is None else progress
     result = SweepResult(out=out, cells=cells)
     t0 = time.perf_counter()
 
-    pending = []
+    pending, states = [], {}
     for cell in cells:
         cell_dir = out / "cells" / cell.name
-        if is_finished(cell_dir, cell.config):
+        states[cell.name] = cell_state(cell_dir, cell.config) if not force else "replace"
+        if states[cell.name] == "finished":
             summary = read_json(cell_dir / "summary.json")
             result.results[cell.name] = CellResult(cell.name, "skipped", summary=summary)
             continue
         pending.append(cell)
+    others = [c.name for c in pending if states[c.name] == "other"]
+    if others:  # a finished run is never overwritten without --force
+        raise RunDirError(
+            f"{len(others)} cell director{'ies' if len(others) > 1 else 'y'} of {out} "
+            f"hold{'' if len(others) > 1 else 's'} a "
+            f"finished run of another configuration: {', '.join(others[:8])}"
+            f"{' …' if len(others) > 8 else ''}. Nothing was run or changed. Use --force to "
+            "replace them, or another output directory (--out)", out)
     if result.results:
         log.info("%d of %d cells already finished; skipping them", len(result.results), len(cells))
 
@@ -159,13 +199,20 @@ def run_sweep(
                           address or cfg.sweep.address, n_tasks=len(pending))
     result.backend = runner.name
     parallel = runner.name != "serial"
+    needed = metric_references(cfg)
     tasks = []
     for cell in pending:
         config = cell.config.model_copy(deep=True)
         # a worker's own progress bar would garble the sweep's
         config.output.progress = config.output.progress and not parallel and progress
+        state = states[cell.name]
+        restart = state == "replace" or (state == "unfinished" and not resume)
+        if state == "unfinished" and not resume:
+            log.info("cell %s was interrupted; computing it again (--resume continues it)",
+                     cell.name)
         tasks.append({"name": cell.name, "config": config,
-                      "dir": str(out / "cells" / cell.name), "resume": resume,
+                      "dir": str(out / "cells" / cell.name), "resume": resume and not restart,
+                      "force": restart, "metrics": needed,
                       "registration": _domain_registration(cell.config.domain.name)})
 
     if tasks:
@@ -173,14 +220,17 @@ def run_sweep(
 
         bar = tqdm(total=len(tasks), desc=f"sweep ({runner.name})", unit="cell",
                    disable=not progress)
-        for res in runner.map(run_cell, tasks):
-            result.results[res["name"]] = CellResult(res["name"], res["status"], res["seconds"],
-                                                     res.get("error"), res.get("summary"))
-            if res["status"] == "failed":
-                log.error("cell %s failed:\n%s", res["name"], res["error"])
-            bar.set_postfix_str(res["name"], refresh=False)
-            bar.update(1)
-        bar.close()
+        try:
+            for res in runner.map(run_cell, tasks):
+                result.results[res["name"]] = CellResult(res["name"], res["status"],
+                                                         res["seconds"], res.get("error"),
+                                                         res.get("summary"))
+                if res["status"] == "failed":
+                    log.error("cell %s failed: %s", res["name"], res["error"])
+                bar.set_postfix_str(res["name"], refresh=False)
+                bar.update(1)
+        finally:
+            bar.close()
     result.seconds = time.perf_counter() - t0
     write_outputs(cfg, result)
     return result
@@ -200,7 +250,7 @@ def write_outputs(cfg: RunConfig, result: SweepResult) -> None:
             "overrides": cell.overrides,
             "status": r.status if r else "missing",
             "seconds": round(r.seconds, 3) if r else None,
-            "error": (r.error.strip().splitlines()[-1] if r and r.error else None),
+            "error": (r.error.strip() if r and r.error else None),
         })
     index = {"config": cfg.to_dict(), "grid": cfg.sweep.grid,
              "backend": result.backend, "seconds": round(result.seconds, 3), "cells": entries}
@@ -211,8 +261,9 @@ def write_outputs(cfg: RunConfig, result: SweepResult) -> None:
         return
     try:
         write_stability(out, cfg.sweep, plots=cfg.output.report)
-    except Exception:  # a diagram must not lose a finished sweep's index
-        log.exception("the stability diagram of %s failed", out)
+    except Exception as err:  # a diagram must not lose a finished sweep's index
+        log.error("the stability diagram of %s failed: %s: %s", out, type(err).__name__, err)
+        log.debug("the stability diagram's traceback", exc_info=True)
     if not cfg.output.report:
         return
     plot_runs(result.trajectories(), out / "report.png",

@@ -169,7 +169,8 @@ def _run_page(root: Path) -> str:
              ["λ", loop.get("lam", "?")], ["generations", summary.get("generations", "?")],
              ["seeds", summary.get("n_seeds", len(record.get("seeds") or []))],
              ["dim θ", summary.get("dim_theta", "?")], ["path", meta.get("path", "?")],
-             ["run time (s)", meta.get("seconds", "?")]]
+             ["run time (s)", meta.get("seconds", "?")],
+             ["non-finite events", (summary.get("nonfinite") or {}).get("text", "none")]]
     metric_rows = [[name, s.get("generation_0_mean"), s.get("final_mean"), s.get("final_median"),
                     s.get("final_q10"), s.get("final_q90")]
                    for name, s in (summary.get("metrics") or {}).items()]

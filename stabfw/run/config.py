@@ -24,11 +24,20 @@ from pydantic import (
 )
 
 from stabfw._util.numbers import parse_inf
-from stabfw.errors import ConfigError, format_validation_error
+from stabfw._util.typecheck import coerced_bools
+from stabfw._util.yamlio import load_yaml
+from stabfw.core.checks import RESERVED_COLUMNS
+from stabfw.core.hooks import check_hook
+from stabfw.errors import ConfigError, clip, format_validation_error, short_repr
 from stabfw.run.analysis_config import AnalysisConfig
-from stabfw.run.registry import validate_params
+from stabfw.run.registry import make, validate_params
+from stabfw.run.sizing import check_size, estimate_size
 
 __all__ = [
+    "MAX_LAM",
+    "MAX_SEED",
+    "MAX_SYNTHETIC",
+    "NONFINITE",
     "POLICIES",
     "QUANTITY_KINDS",
     "XSCALES",
@@ -39,20 +48,47 @@ __all__ = [
     "StabilityOptions",
     "SweepConfig",
     "apply_overrides",
+    "check_run_config",
     "load_config",
+    "metric_references",
     "parse_config",
     "parse_quantity",
+    "unknown_metrics",
 ]
 
+#: Policies whose training sets are defined to hold real points (refused with λ = ∞).
+_NEEDS_REAL = {
+    "fresh_real": "draws fresh real data every generation",
+    "accumulate": "keeps the real points beside every past synthetic point",
+    "accumulate_subsample": "subsamples the real points together with the synthetic pool",
+}
 POLICIES = ("fixed_real", "fully_synthetic", "fresh_real", "accumulate", "accumulate_subsample")
 Policy = Literal["fixed_real", "fully_synthetic", "fresh_real", "accumulate", "accumulate_subsample"]
 HookSpec = str | dict[str, Any] | Callable[..., Any]
+NONFINITE = ("stop", "record")
+
+#: The largest finite λ (a larger one is .inf in all but name, and ⌊λn⌋ would overflow).
+MAX_LAM = 1e9
+#: The most synthetic samples one generation may draw.
+MAX_SYNTHETIC = 10**9
+#: The largest seed (seeds are stored as signed 64-bit integers).
+MAX_SEED = 2**63 - 1
 
 
 class _Strict(BaseModel):
     # ser_json_inf_nan: a dump keeps λ = ∞ a float (YAML writes .inf; the JSON codec "inf")
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False,
                               ser_json_inf_nan="constants")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        # pydantic's lax mode reads true as 1.0: refuse a boolean wherever a number belongs
+        bad = coerced_bools(cls, data) if isinstance(data, Mapping) else []
+        if bad:
+            raise ValueError(f"{bad[0]}: expected a number, got a boolean "
+                             "(true/false is not 1/0 here)")
+        return data
 
 
 class RetrainConfig(_Strict):
@@ -84,6 +120,13 @@ class RetrainConfig(_Strict):
         ``{"name": ..., **kwargs}`` mapping, or a callable (see :mod:`stabfw.core.hooks`).
     vectorize : {"auto", "never", "always"}
         Use the domain's all-seeds-at-once path when it has one.
+    on_nonfinite : {"stop", "record"}
+        What a non-finite θ (NaN or ±∞) or a NaN metric of one seed does: ``stop`` that
+        seed there (its later generations are NaN and not computed), or ``record`` the
+        event and go on (for domains that report divergence as NaN themselves). Either way
+        the run's ``events`` (and ``summary.json``, the report) name every seed and
+        generation where it happened. A metric of ±∞ (the log-determinant of a singular
+        covariance) is a value, not an event.
     """
 
     lam: float | None = Field(default=None, ge=0)
@@ -96,6 +139,7 @@ class RetrainConfig(_Strict):
     curate: HookSpec | None = None
     correct: HookSpec | None = None
     vectorize: Literal["auto", "never", "always"] = "auto"
+    on_nonfinite: Literal["stop", "record"] = "stop"
 
     @field_validator("lam", mode="before")
     @classmethod
@@ -107,6 +151,9 @@ class RetrainConfig(_Strict):
     def _not_nan(cls, v: float | None) -> float | None:
         if v is not None and math.isnan(v):
             raise ValueError("must be a number ≥ 0 or inf, not NaN")
+        if v is not None and math.isfinite(v) and v > MAX_LAM:
+            raise ValueError(f"a finite λ must be ≤ {MAX_LAM:g} (⌊λ·n⌋ synthetic samples per "
+                             f"generation); got {v:g} — use .inf for a fully synthetic loop")
         return v
 
     @field_validator("seeds")
@@ -114,14 +161,21 @@ class RetrainConfig(_Strict):
     def _check_seeds(cls, v: int | list[int]) -> int | list[int]:
         if isinstance(v, int):
             if v < 1:
-                raise ValueError("a seed count must be ≥ 1")
+                raise ValueError(f"a seed count must be ≥ 1, got {v}")
+            if v > MAX_SEED:
+                raise ValueError(f"a seed count must be ≤ {MAX_SEED}")
             return v
         if not v:
             raise ValueError("an explicit seed list must not be empty")
-        if any(s < 0 for s in v):
-            raise ValueError("seeds must be non-negative integers")
-        if len(set(v)) != len(v):
-            raise ValueError("seeds must be distinct")
+        first: dict[int, int] = {}
+        for i, s in enumerate(v):
+            if not 0 <= s <= MAX_SEED:
+                raise ValueError(f"seeds must be non-negative integers below 2^63; seed {s} "
+                                 f"at position {i} is not")
+            if s in first:
+                raise ValueError(f"seeds must be distinct; seed {s} appears at positions "
+                                 f"{first[s]} and {i} (of {len(v)})")
+            first[s] = i
         return v
 
     @field_validator("curate", "correct")
@@ -141,8 +195,19 @@ class RetrainConfig(_Strict):
                 f"loop.lam={self.lam} contradicts policy 'fully_synthetic' (no real data): "
                 "leave lam out or set it to .inf"
             )
+        elif math.isinf(self.lam) and self.policy in _NEEDS_REAL:
+            raise ValueError(
+                f"loop.lam=.inf contradicts policy {self.policy!r}, which "
+                f"{_NEEDS_REAL[self.policy]}: with λ = ∞ no real point enters a training "
+                "set. Use policy 'fully_synthetic' (or 'fixed_real', the λ → ∞ end of a λ "
+                "sweep), or a finite λ")
         if self.subsample_size is not None and self.policy != "accumulate_subsample":
             raise ValueError("loop.subsample_size is only used by policy 'accumulate_subsample'")
+        if self.synthetic_size is not None and math.isfinite(self.lam):
+            raise ValueError(
+                f"loop.synthetic_size is only used when λ is infinite (fully synthetic); with "
+                f"λ = {self.lam:g} each generation draws ⌊λ·n⌋ synthetic samples — leave "
+                "synthetic_size out, or set lam: .inf")
         return self
 
     @field_serializer("curate", "correct")
@@ -163,15 +228,31 @@ class RetrainConfig(_Strict):
         return math.isinf(self.lam)
 
     @property
+    def n_seeds(self) -> int:
+        """Number of replicates (without building the list of seeds)."""
+        return self.seeds if isinstance(self.seeds, int) else len(self.seeds)
+
+    @property
     def seed_list(self) -> list[int]:
-        """The replicate seeds."""
+        """The replicate seeds (a list: mind :attr:`n_seeds` before asking for it)."""
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
     def n_synthetic(self, n_real: int) -> int:
-        """Synthetic samples drawn per generation for a real set of ``n_real`` points."""
+        """Synthetic samples drawn per generation for a real set of ``n_real`` points.
+
+        Raises
+        ------
+        ConfigError
+            When that exceeds :data:`MAX_SYNTHETIC`.
+        """
         if self.fully_synthetic:
             return self.synthetic_size or n_real
-        return math.floor(self.lam * n_real + 1e-9)
+        count = self.lam * n_real + 1e-9
+        if count > MAX_SYNTHETIC:
+            raise ConfigError(f"loop.lam: λ = {self.lam:g} with n = {n_real} real samples asks "
+                              f"for {count:.3g} synthetic samples per generation; at most "
+                              f"{MAX_SYNTHETIC:.0e} are allowed (λ ≤ {MAX_SYNTHETIC / n_real:.3g})")
+        return math.floor(count)
 
 
 class DomainSpec(BaseModel):
@@ -314,28 +395,49 @@ class RunConfig(_Strict):
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
-    """Apply ``key.path=value`` overrides (values parsed as YAML) to a raw config dict."""
+    """Apply ``key.path=value`` overrides to a raw config dict.
+
+    Each value is parsed as one YAML value (``0.5``, ``.inf``, ``[1, 2]``, ``null``) by the
+    strict loader; an empty value is refused (write ``null`` to unset a key), and so is text
+    that is not valid YAML. The schema then validates the result as strictly as a file.
+    """
     import copy
 
     out = copy.deepcopy(raw)
     for item in overrides or []:
         if "=" not in item:
-            raise ConfigError(f"--set expects key.path=value, got {item!r}")
+            raise ConfigError(f"--set expects key.path=value, got {short_repr(item)}")
         path, _, text = item.partition("=")
         keys = [k for k in path.strip().split(".") if k]
         if not keys:
-            raise ConfigError(f"--set has an empty key in {item!r}")
+            raise ConfigError(f"--set has an empty key in {short_repr(item)}")
+        if not text.strip():
+            raise ConfigError(f"--set {path.strip()}=: the value is empty; give a value (e.g. "
+                              f"--set {path.strip()}=0.5), or null to unset the key")
+        try:
+            value = load_yaml(text)
+        except yaml.YAMLError as err:
+            first = str(err).strip().splitlines()[0]
+            raise ConfigError(f"--set {path.strip()}={short_repr(text)[1:-1]}: not a YAML value "
+                              f"({first}); quote strings, write lists as [a, b]") from None
         node = out
         for k in keys[:-1]:
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {path}: {k!r} is not a section")
-        node[keys[-1]] = yaml.safe_load(text) if text.strip() else None
+        node[keys[-1]] = value
     return out
 
 
 def parse_config(raw: Mapping[str, Any], validate_domain: bool = True) -> RunConfig:
-    """Validate a raw mapping as a :class:`RunConfig` (and the domain's parameters)."""
+    """Validate a raw mapping as a :class:`RunConfig`.
+
+    With ``validate_domain`` (the default) it also runs every check a run would make
+    before its first generation: the domain's parameters (:func:`validate_params`, which
+    calls the domain's ``check_params``), the hooks, the metric names the config uses and
+    the size estimate (:func:`check_run_config`). ``stabfw validate`` and ``stabfw run``
+    both go through here, so they refuse exactly the same configs.
+    """
     if not isinstance(raw, Mapping):
         raise ConfigError("invalid configuration: the file must hold a mapping with a 'domain:' key")
     try:
@@ -343,19 +445,90 @@ def parse_config(raw: Mapping[str, Any], validate_domain: bool = True) -> RunCon
     except ValidationError as err:
         raise ConfigError(format_validation_error(err)) from None
     if validate_domain:
-        validate_params(cfg.domain.name, cfg.domain.params)
+        check_run_config(cfg, make(cfg.domain.name, **cfg.domain.params))
     return cfg
+
+
+def metric_references(cfg: RunConfig) -> dict[str, str]:
+    """Metric names the config refers to, each with the field that names it."""
+    refs: dict[str, str] = {}
+    fp = cfg.analysis.fixed_point if cfg.analysis is not None else None
+    for name in (fp.metrics if fp is not None else []):
+        refs.setdefault(name, "analysis.fixed_point.metrics")
+    st = cfg.sweep.stability if cfg.sweep is not None else None
+    if st is not None:
+        for key in ("quantity", "heatmap"):
+            q = getattr(st, key)
+            if q is None:
+                continue
+            kind, arg = parse_quantity(q)
+            if kind in ("final", "drift", "rate"):
+                refs.setdefault(arg, f"sweep.stability.{key}")
+    return refs
+
+
+def unknown_metrics(refs: Mapping[str, str], have: Any) -> str | None:
+    """The error message for metric names in ``refs`` that are not in ``have`` (or None)."""
+    known = set(have) | set(RESERVED_COLUMNS)
+    missing = [n for n in refs if n not in known]
+    if not missing:
+        return None
+    lines = [f"  {refs[n]}: no metric {n!r}" for n in missing]
+    avail = ", ".join(sorted(known))
+    return clip("invalid configuration:\n" + "\n".join(lines) + f"\n  the run's metrics: {avail}")
+
+
+def check_run_config(cfg: RunConfig, loop: Any) -> None:
+    """The checks of a config that need its domain's loop, made before any work.
+
+    * ``loop.curate`` / ``loop.correct``: the hook exists, takes
+      ``(batch, *, state, loop, rng, real)`` and the loop has what it needs (``score``);
+    * metric names in ``analysis:`` and ``sweep.stability``: against the loop's declared
+      :meth:`~stabfw.SelfConsumingLoop.metric_info` (a loop that declares none has its names
+      checked after generation 0's metrics, before the other generations run);
+    * λ·n within :data:`MAX_SYNTHETIC` and the size estimate (:mod:`stabfw.run.sizing`).
+
+    Raises
+    ------
+    ConfigError
+    """
+    for name in ("curate", "correct"):
+        spec = getattr(cfg.loop, name)
+        if spec is not None:
+            try:
+                check_hook(spec, loop)
+            except (ValueError, TypeError) as err:
+                raise ConfigError(f"invalid configuration:\n  loop.{name}: {err}") from None
+    declared = loop.metric_info()
+    if declared:
+        msg = unknown_metrics(metric_references(cfg), declared)
+        if msg:
+            raise ConfigError(msg)
+    hint = loop.size_hint() or {}
+    if hint.get("n_real") is not None:
+        cfg.loop.n_synthetic(int(hint["n_real"]))  # raises on an absurd λ·n
+    check_size(estimate_size(cfg.loop.n_seeds, cfg.loop.generations, hint.get("dim_theta"),
+                             len(declared) if declared else None))
 
 
 def load_config(
     path: str | Path, overrides: list[str] | None = None, validate_domain: bool = True
 ) -> RunConfig:
-    """Read, override and validate a YAML run file."""
+    """Read, override and validate a YAML run file (duplicated keys are refused)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; give a YAML config file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a YAML config is UTF-8 text)") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(clip(f"{path}: not valid YAML: {err}")) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: the file must hold a mapping with a 'domain:' key, not a "
+                          f"{type(raw).__name__}")
     return parse_config(apply_overrides(raw, overrides), validate_domain=validate_domain)

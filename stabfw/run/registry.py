@@ -15,12 +15,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from stabfw._util.typecheck import coerced_bools
 from stabfw.core.parameters import params_model
 from stabfw.errors import ConfigError, format_validation_error
 
 __all__ = ["BUILTINS", "DomainEntry", "get", "is_builtin", "is_loaded", "list_domains", "make",
-           "params_model",
-           "register", "validate_params"]
+           "params_model", "register", "validate_loop", "validate_params"]
 
 ENTRY_POINT_GROUP = "stabfw.domains"
 
@@ -122,20 +122,67 @@ def get(name: str) -> type:
     return obj
 
 
+def _bool_errors(model: Any, params: dict[str, Any], prefix: str) -> None:
+    bad = coerced_bools(model, params, prefix)
+    if bad:
+        raise ConfigError("invalid configuration:\n" + "\n".join(
+            f"  {p}: expected a number, got a boolean (true/false is not 1/0 here)"
+            for p in bad[:12]))
+
+
 def _validated(name: str, params: dict[str, Any]):
+    model = params_model(get(name))
+    _bool_errors(model, params, "domain")
     try:
-        return params_model(get(name)).model_validate(params)
+        return model.model_validate(params)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, prefix="domain")) from None
 
 
+def _checked(loop: Any) -> Any:
+    """``loop`` after its own up-front checks (:meth:`SelfConsumingLoop.check_params`)."""
+    try:
+        loop.check_params()
+    except ConfigError:
+        raise
+    except (ValueError, TypeError, OSError) as err:  # a domain that raised the plain kind
+        raise ConfigError(f"domain: {type(loop).__name__}.check_params: {err}") from None
+    return loop
+
+
+def _build(name: str, params: dict[str, Any], validated: Any) -> Any:
+    # pass what the user gave, validated and coerced, and leave defaults to the class
+    return get(name)(**{k: getattr(validated, k) for k in params})
+
+
 def validate_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Validate a domain's parameters; return them with defaults filled in."""
-    return _validated(name, params).model_dump()
+    """Validate a domain's parameters — the schema, then the domain's own
+    :meth:`~stabfw.SelfConsumingLoop.check_params` — and return them with defaults filled in."""
+    validated = _validated(name, params)
+    _checked(_build(name, params, validated))
+    return validated.model_dump()
+
+
+def validate_loop(loop: Any) -> Any:
+    """Check a loop built directly in Python as a config's ``domain:`` section would be:
+    its stored constructor arguments against the parameter schema, then
+    :meth:`~stabfw.SelfConsumingLoop.check_params`. Returns ``loop``."""
+    try:
+        model = params_model(type(loop))
+    except Exception:  # a signature pydantic cannot model: the domain's own checks only
+        return _checked(loop)
+    params = loop.get_params(deep=False)
+    _bool_errors(model, params, "domain")
+    try:
+        model.model_validate(params)
+    except ValidationError as err:
+        # arguments a loop does not store under their own name cannot be checked here
+        real = [e for e in err.errors() if e.get("type") != "missing"]
+        if real:
+            raise ConfigError(format_validation_error(err, prefix="domain")) from None
+    return _checked(loop)
 
 
 def make(name: str, **params: Any):
     """Build the domain registered as ``name`` from validated parameters."""
-    validated = _validated(name, params)
-    # pass what the user gave, validated and coerced, and leave defaults to the class
-    return get(name)(**{k: getattr(validated, k) for k in params})
+    return _checked(_build(name, params, _validated(name, params)))

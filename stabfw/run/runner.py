@@ -1,38 +1,78 @@
-"""Run a self-consuming loop over generations, with atomic per-generation checkpoints."""
+"""Run a self-consuming loop over generations, with verified per-generation checkpoints.
+
+:func:`run_loop` is the one runner. Per seed it is a plain loop over seeds calling the
+generation step (:class:`~stabfw.run.step.GenerationStep`); a vectorised domain advances all
+seeds at once instead. Around that it keeps the promises of a run:
+
+* what a loop returns is checked as it comes (θ a real 1-D vector of constant length, the
+  batch of the size asked for, metrics numbers under names the runner does not use); a
+  broken promise is a :class:`~stabfw.errors.LoopError` naming the seed, the generation
+  and the method, and an exception of the loop's own code is re-raised as a
+  :class:`~stabfw.errors.GenerationError` saying the same; either carries the generations
+  computed before (``err.trajectory``), which the checkpoint holds too;
+* a non-finite θ or a NaN metric is an *event* (``loop.on_nonfinite``): the seed stops
+  (default) or the event is recorded, and the trajectory's ``events`` name every one;
+* one writer per run directory (:class:`~stabfw.run.rundir.RunLock`); a finished run is
+  never overwritten (``force=True`` replaces it; ``resume=True`` on it is a no-op when the
+  fingerprint is the same, refused when not); a resume verifies every checkpoint file and
+  the fingerprint first.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from stabfw._util.atomic import clean_temp_files
+from stabfw.core.checks import RESERVED_COLUMNS, loop_problems, metric_problem, theta_problem
+from stabfw.core.hooks import check_hook
 from stabfw.core.loop import SelfConsumingLoop
 from stabfw.core.streams import stream
+from stabfw.errors import (
+    ConfigError,
+    GenerationError,
+    LoopCheckError,
+    LoopError,
+    RunDirError,
+    RunError,
+    RunInterrupted,
+    StabfwError,
+)
 from stabfw.run.callbacks import RunCallback
 from stabfw.run.checkpoint import Checkpoint
 from stabfw.run.config import RetrainConfig
 from stabfw.run.provenance import environment
+from stabfw.run.registry import validate_loop
+from stabfw.run.rundir import (
+    MANIFEST,
+    RESULT_FILES,
+    Fingerprint,
+    RunLock,
+    ensure_dir,
+    fingerprint,
+    read_manifest,
+    write_manifest,
+)
+from stabfw.run.sizing import check_size, estimate_size
 from stabfw.run.step import GenerationStep, as_retrain_config
-from stabfw.run.trajectory import Trajectory
+from stabfw.run.trajectory import Trajectory, nonfinite_summary
 
 __all__ = ["CHECKPOINT", "run_loop"]
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint"
-
-
-def _theta_vector(loop: SelfConsumingLoop, state: Any, where: str) -> np.ndarray:
-    theta = np.asarray(loop.theta(state), dtype=float)
-    if theta.ndim != 1:
-        raise ValueError(f"{type(loop).__name__}.theta returned shape {theta.shape} at {where}; "
-                         "it must be a 1-D vector")
-    return theta
+#: Files of a run directory that a forced restart removes (besides the checkpoint).
+_OWN_FILES = (*RESULT_FILES, MANIFEST, "summary.json", "report.html", "report.png",
+              "analysis.png")
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -41,6 +81,151 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="gen", disable=not enabled, leave=False)
 
 
+# --- arguments ------------------------------------------------------------------------
+def _check_arguments(loop: Any, resume: Any, force: Any, progress: Any, checkpoint: Any,
+                     callbacks: Any) -> list[RunCallback]:
+    if not isinstance(loop, SelfConsumingLoop):
+        raise LoopCheckError(loop, [*loop_problems(loop, checks=["interface"]),
+                                    "run_loop needs a stabfw.SelfConsumingLoop (see "
+                                    "stabfw.check_loop)"])
+    for name, value in (("resume", resume), ("force", force), ("checkpoint", checkpoint)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ConfigError(f"run_loop: {name} must be True or False, got {value!r}")
+    if progress is not None and not isinstance(progress, (bool, np.bool_)):
+        raise ConfigError(f"run_loop: progress must be True, False or None, got {progress!r}")
+    if resume and force:
+        raise ConfigError("run_loop: resume=True continues a run and force=True discards it; "
+                          "give one of them")
+    cbs = list(callbacks)
+    for cb in cbs:
+        if not all(callable(getattr(cb, m, None)) for m in ("on_run_start", "on_generation",
+                                                             "on_run_end")):
+            raise ConfigError(f"run_loop: callbacks must be stabfw.run.callbacks.RunCallback "
+                              f"instances, got {type(cb).__name__}")
+    return cbs
+
+
+def _seed_array(cfg: RetrainConfig) -> np.ndarray:
+    if isinstance(cfg.seeds, int):
+        return np.arange(cfg.seeds, dtype=np.int64)
+    return np.asarray(cfg.seeds, dtype=np.int64)
+
+
+# --- what a generation produced ----------------------------------------------------------
+def _where(loop: Any, method: str, seed: int | None, t: int) -> str:
+    at = f"seed {seed}, generation {t}" if seed is not None else f"generation {t} (all seeds)"
+    return f"{type(loop).__name__}.{method} at {at}"
+
+
+def _call(loop: Any, method: str, seed: int | None, t: int, fn: Callable[..., Any],
+          *args: Any) -> Any:
+    """``fn(*args)``; an exception of the loop's own code becomes a GenerationError."""
+    try:
+        return fn(*args)
+    except (StabfwError, KeyboardInterrupt):
+        raise
+    except Exception as err:
+        raise GenerationError(f"{_where(loop, method, seed, t)} raised {type(err).__name__}: "
+                              f"{str(err)[:500]}", seed=seed, generation=t,
+                              method=method) from err
+
+
+def _theta(loop: Any, raw: Any, seed: int | None, t: int, method: str = "theta") -> np.ndarray:
+    why = theta_problem(raw)
+    if why is not None:
+        raise LoopError(f"{_where(loop, method, seed, t)} returned a θ that {why}; θ must be "
+                        "a 1-D vector of real numbers", seed=seed, generation=t, method=method)
+    return np.asarray(raw, dtype=float)
+
+
+def _metrics(loop: Any, raw: Any, seed: int | None, t: int) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        raise LoopError(f"{_where(loop, 'metrics', seed, t)} returned a "
+                        f"{type(raw).__name__}; it must return a dict of numbers",
+                        seed=seed, generation=t, method="metrics")
+    out = {}
+    for k, v in raw.items():
+        why = metric_problem(k, v)
+        if why is not None:
+            raise LoopError(f"{_where(loop, 'metrics', seed, t)}: {why}", seed=seed,
+                            generation=t, method="metrics")
+        out[k] = float(v)
+    return out
+
+
+def _lam_effective(n_real: Any, n_syn: Any) -> Any:
+    n_real, n_syn = np.asarray(n_real, float), np.asarray(n_syn, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lam = np.where(n_real > 0, n_syn / np.where(n_real > 0, n_real, 1),
+                       np.where(n_syn > 0, math.inf, math.nan))
+    return np.where((n_real < 0) | (n_syn < 0), math.nan, lam)
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Row dicts as numeric column arrays, keys in order of first appearance."""
+    keys: dict[str, None] = {}
+    for r in rows:
+        keys.update(dict.fromkeys(r))
+    return {k: np.asarray([r.get(k, math.nan) for r in rows]) for k in keys}
+
+
+@dataclass
+class _Health:
+    """Which seeds are non-finite now, which stopped, and the events so far."""
+
+    policy: str
+    n: int
+    bad: np.ndarray = field(init=False)
+    stopped: np.ndarray = field(init=False)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.bad = np.zeros(self.n, dtype=bool)
+        self.stopped = np.zeros(self.n, dtype=bool)
+
+    def observe(self, t: int, seeds: np.ndarray, theta: np.ndarray,
+                metrics: dict[str, np.ndarray], skip: np.ndarray) -> list[dict[str, Any]]:
+        """Record generation ``t`` (seeds in ``skip`` stopped earlier); its new events."""
+        bad_theta = ~np.all(np.isfinite(theta), axis=1)
+        bad_metric = {k: np.isnan(np.asarray(v, float)) for k, v in metrics.items()}
+        now = bad_theta.copy()
+        for v in bad_metric.values():
+            now |= v
+        now &= ~skip
+        new = []
+        for i in np.flatnonzero(now & ~self.bad):
+            what = (["theta"] if bad_theta[i] else []) + [f"metric {k}" for k, v in
+                                                          bad_metric.items() if v[i]]
+            new.append({"seed": int(seeds[i]), "generation": int(t), "what": what,
+                        "action": "stopped" if self.policy == "stop" else "recorded"})
+        self.bad = now | skip
+        if self.policy == "stop":
+            self.stopped |= now
+        self.events += new
+        return new
+
+    def state(self) -> dict[str, Any]:
+        return {"bad": np.flatnonzero(self.bad).tolist(),
+                "stopped": np.flatnonzero(self.stopped).tolist()}
+
+    def restore(self, blocks: list[dict[str, Any]]) -> None:
+        for b in blocks:
+            self.events += list(b["info"].get("events") or [])
+        last = blocks[-1]["info"]
+        self.bad[np.asarray(last.get("bad", []), dtype=int)] = True
+        self.stopped[np.asarray(last.get("stopped", []), dtype=int)] = True
+
+
+@dataclass
+class _Progress:
+    """Where a run is (for errors and Ctrl-C) and the blocks it has completed."""
+
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    seed: int | None = None
+    generation: int | None = None
+
+
+# --- the runner ---------------------------------------------------------------------------
 def run_loop(
     loop: SelfConsumingLoop,
     config: RetrainConfig | dict[str, Any],
@@ -49,206 +234,447 @@ def run_loop(
     progress: bool | None = None,
     record: dict[str, Any] | None = None,
     callbacks: Sequence[RunCallback] = (),
+    force: bool = False,
+    checkpoint: bool = True,
 ) -> Trajectory:
     """Retrain ``loop`` on its own outputs for ``config.generations`` generations.
 
     Parameters
     ----------
     loop : SelfConsumingLoop
+        Checked first as a config's ``domain:`` would be (its parameters, then its
+        :meth:`~stabfw.SelfConsumingLoop.check_params`).
     config : RetrainConfig or dict
+        Validated (again) as the ``loop:`` section of a file.
     out_dir : path, optional
         Where to checkpoint each generation (``checkpoint/``, see
-        :class:`stabfw.run.checkpoint.Checkpoint`) and to write the trajectory at the end.
-        Without it nothing is written.
+        :class:`stabfw.run.checkpoint.Checkpoint`) and to write the trajectory at the end,
+        with ``manifest.json`` (checksums and the run's fingerprint). Without it nothing is
+        written. Only one run at a time may write a directory.
     resume : bool
-        Continue from ``out_dir``'s checkpoint. The result equals an uninterrupted run,
-        because every random draw comes from a stream named by (seed, generation,
-        purpose) rather than from a generator's running state.
+        Continue the unfinished run in ``out_dir`` (its checkpoint and fingerprint are
+        verified first). The result equals an uninterrupted run, because every random draw
+        comes from a stream named by (seed, generation, purpose). On a finished run of the
+        same fingerprint it does nothing and returns that run's trajectory.
     progress : bool, optional
         Show a progress bar (default: when ``out_dir`` is given).
     record : dict, optional
         The resolved run file to store beside the results (``stabfw run`` passes it).
     callbacks : sequence of RunCallback
         Told about every generation once it is checkpointed (trackers, progress).
+    force : bool
+        Discard what ``out_dir`` holds (a finished run, or an unfinished one's checkpoint)
+        and start again from generation 0. Without it (or ``resume``) a directory holding
+        a run is refused.
+    checkpoint : bool
+        Write the per-generation checkpoint (needed for ``resume``).
 
     Returns
     -------
     Trajectory
-    """
-    cfg = as_retrain_config(config)
-    seeds = np.asarray(cfg.seed_list, dtype=np.int64)
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        loop.set_run_dir(out)
-    ckpt = Checkpoint(out / CHECKPOINT) if out is not None else None
-    progress = (out is not None) if progress is None else progress
-    recorded = record if record is not None else {"loop": cfg.model_dump(mode="json")}
-    signature = {"loop": cfg.model_dump(mode="json"), "domain": repr(loop)}
 
-    saved = None
-    if ckpt is not None and ckpt.exists():
+    Raises
+    ------
+    ConfigError
+        A bad argument, config or loop parameter; a run too big for this machine.
+    RunDirError, CheckpointError
+        ``out_dir`` is unusable, locked, holds another run, or holds a damaged checkpoint.
+    LoopError, GenerationError
+        The loop broke its contract or raised at one seed and generation (``.trajectory``:
+        the generations completed before).
+    RunInterrupted
+        Ctrl-C; a ``KeyboardInterrupt`` with the same attributes.
+    """
+    callbacks = _check_arguments(loop, resume, force, progress, checkpoint, callbacks)
+    cfg = as_retrain_config(config)
+    validate_loop(loop)
+    for name in ("curate", "correct"):
+        try:
+            check_hook(getattr(cfg, name), loop)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"invalid configuration:\n  loop.{name}: {err}") from None
+    hint = loop.size_hint() or {}
+    if hint.get("n_real") is not None:
+        cfg.n_synthetic(int(hint["n_real"]))
+    check_size(estimate_size(cfg.n_seeds, cfg.generations, hint.get("dim_theta")), out_dir)
+    fp = fingerprint(loop, cfg)
+    if out_dir is None:
+        return _run(loop, cfg, fp, None, None, None, progress or False, record, callbacks)
+    out = ensure_dir(out_dir)
+    with RunLock(out):
+        for d in (out, out / CHECKPOINT):
+            for p in clean_temp_files(d):
+                log.info("removed %s, left by an interrupted write", p)
+        ckpt = Checkpoint(out / CHECKPOINT, fp)
+        saved = _prepare(out, ckpt, fp, resume, force)
+        if isinstance(saved, Trajectory):  # finished already
+            return saved
+        loop.set_run_dir(out)
+        return _run(loop, cfg, fp, out, ckpt if checkpoint else None, saved,
+                    True if progress is None else progress, record, callbacks)
+
+
+def _prepare(out: Path, ckpt: Checkpoint, fp: Fingerprint, resume: bool,
+             force: bool) -> Any:
+    """What ``out`` holds decides: start, resume (the verified checkpoint), return the
+    finished trajectory, or refuse."""
+    if force:
+        ckpt.clear()
+        for name in _OWN_FILES:
+            (out / name).unlink(missing_ok=True)
+        return None
+    manifest = read_manifest(out)
+    if manifest is not None:
+        if manifest["fingerprint"] == fp.digest:
+            if resume:
+                traj = Trajectory.load(out)  # verified against the manifest
+                ckpt.clear()  # a kill between the manifest and the cleanup leaves it
+                traj.meta["already_finished"] = True
+                log.info("%s holds this run, finished already; nothing to do", out)
+                return traj
+            raise RunDirError(f"{out} holds this run, finished already; nothing was changed. "
+                              "Use --resume to accept it as it is (a no-op), --force to compute "
+                              "it again, or another output directory (--out)", out)
+        diff = "\n  ".join(fp.differences(manifest.get("record") or {}))
+        raise RunDirError(f"{out} holds a finished run of another configuration:\n  {diff}\n"
+                          "It was left unchanged. Use --force to replace it, or another "
+                          "output directory (--out)", out)
+    if ckpt.exists():
         if resume:
             saved = ckpt.load()
-            if saved[0]["signature"] != signature:
-                raise ValueError(
-                    f"{ckpt.directory} was written by a different configuration; refusing to "
-                    f"resume.\n  checkpoint: {saved[0]['signature']}\n  now:        {signature}")
-            log.info("resuming %s at generation %d", out, saved[0]["generation"] + 1)
-        else:
-            log.warning("%s holds a checkpoint of an unfinished run; starting afresh "
-                        "(pass resume=True to continue it)", out)
-            ckpt.clear()
-    elif resume and out is not None:
+            log.info("resuming %s at generation %d", out, saved[1][-1]["info"]["generation"] + 1)
+            return saved
+        gen = ckpt.peek_generation()
+        at = f" (checkpointed up to generation {gen})" if gen is not None else ""
+        raise RunDirError(f"{out} holds an unfinished run{at}; nothing was changed. Continue "
+                          "it with --resume (resume=True), or discard it with --restart "
+                          "(force=True), or choose another output directory (--out)", out)
+    leftovers = [n for n in _OWN_FILES if (out / n).exists()]
+    if leftovers:
+        raise RunDirError(f"{out} holds results without a manifest ({', '.join(leftovers)}: "
+                          "written by an older stabfw, or not by stabfw); they cannot be "
+                          "verified. Use --force to replace them, or another output directory",
+                          out)
+    if resume:
         log.info("nothing to resume in %s; starting from generation 0", out)
+    return None
+
+
+def _run(loop, cfg, fp, out, ckpt, saved, progress, record, callbacks) -> Trajectory:
+    seeds = _seed_array(cfg)
+    recorded = record if record is not None else {"loop": cfg.model_dump(mode="json")}
 
     if loop.capabilities().vectorized:
         reason = loop.supports_vectorized(cfg)
     else:
         reason = f"{type(loop).__name__} has no vectorised path"
     if cfg.vectorize == "always" and reason is not None:
-        raise ValueError(f"loop.vectorize='always' but {reason}")
+        raise ConfigError(f"loop.vectorize: 'always', but {reason}; use 'auto' or 'never'")
     vectorized = cfg.vectorize != "never" and reason is None
 
-    start = 1 if saved is None else int(saved[0]["generation"]) + 1
+    health = _Health(cfg.on_nonfinite, len(seeds))
+    if saved is not None:
+        health.restore(saved[1])
+    start = 1 if saved is None else int(saved[1][-1]["info"]["generation"]) + 1
     for cb in callbacks:
         cb.on_run_start(cfg, seeds, start)
     bar = _progress(cfg.generations, "retraining" + (" (vectorised)" if vectorized else ""),
                     progress)
     bar.update(max(start - 1, 0))
+    where = _Progress(blocks=[] if saved is None else list(saved[1]))
 
-    def done(t: int, state: dict[str, Any], block: dict[str, Any]) -> None:
+    def done(t: int, state: dict[str, Any], theta: np.ndarray,
+             columns: dict[str, np.ndarray], events: list[dict[str, Any]]) -> None:
         """Generation t is computed: checkpoint it, then tell whoever listens."""
+        info = {"events": events, **health.state()}
         if ckpt is not None:
-            ckpt.save(t, {"signature": signature, **state}, block)
+            ckpt.save(t, state, theta, columns, info)
+        where.blocks.append({"thetas": theta, "columns": columns, "info": info})
         if t > 0:
             bar.update(1)
         if callbacks:
-            frame = pd.DataFrame(block["rows"] if "rows" in block else block["columns"])
+            frame = pd.DataFrame(columns)
             for cb in callbacks:
-                cb.on_generation(t, block["thetas"], frame)
+                cb.on_generation(t, theta, frame)
 
     t0 = time.perf_counter()
     runner = _run_vectorized if vectorized else _run_per_seed
     try:
-        params, metrics = runner(loop, cfg, seeds, saved, done)
+        runner(loop, cfg, seeds, None if saved is None else saved[0], where, health, done)
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt as err:
+        kept_in = out if ckpt is not None else None
+        raise _interrupted(err, loop, cfg, fp, seeds, where, kept_in, vectorized, recorded) from err
+    except RunError as err:
+        _attach(err, loop, cfg, fp, seeds, where, out, ckpt is not None, recorded)
+        raise
     finally:
         bar.close()
     elapsed = time.perf_counter() - t0
+    where.seed = where.generation = None  # from here on: writing the results
 
-    traj = Trajectory(
-        params=params,
-        metrics=metrics,
-        seeds=seeds,
-        config=recorded,
-        environment=environment(),
-        meta={
-            "path": "vectorized" if vectorized else "per_seed",
-            "seconds": round(elapsed, 3),
-            "resumed_from_generation": None if saved is None else int(saved[0]["generation"]),
-            "domain": repr(loop),
-        },
-    )
+    traj = _trajectory(loop, cfg, fp, seeds, where.blocks, recorded, health.events, meta={
+        "path": "vectorized" if vectorized else "per_seed",
+        "seconds": round(elapsed, 3),
+        "resumed_from_generation": None if saved is None else start - 1,
+    })
+    if health.events:
+        log.warning("%s", nonfinite_summary(health.events, cfg.on_nonfinite)["text"],
+                    extra={"stabfw_nonfinite": True})  # the CLI prints its own line
     if out is not None:
-        traj.save(out)
-        ckpt.clear()
+        try:
+            traj.save(out)
+            write_manifest(out, fp, list(RESULT_FILES))
+        except KeyboardInterrupt as err:
+            raise _interrupted(err, loop, cfg, fp, seeds, where, out, vectorized, recorded) from err
+        except OSError as err:
+            raise RunError(f"cannot write the results in {out}: {err.strerror or err}. The "
+                           "checkpoint of every generation is kept; fix the cause (free disk "
+                           "space) and write them with `stabfw run … --resume`") from err
+        if ckpt is not None:
+            ckpt.clear()
     for cb in callbacks:
         cb.on_run_end(traj)
     return traj
 
 
-def _metric_row(seed: int, generation: int, dist: float, n_real: int, n_syn: int,
-                metrics: dict[str, float]) -> dict[str, Any]:
+def _trajectory(loop, cfg, fp, seeds, blocks, recorded, events, meta) -> Trajectory:
+    """The trajectory of the completed ``blocks`` (seed-major rows, like a finished run)."""
+    S = len(seeds)
+    names: dict[str, None] = {}
+    for b in blocks:
+        names.update(dict.fromkeys(b["columns"]))
+    columns = {}
+    for k in names:
+        parts = [b["columns"][k] if k in b["columns"] else np.full(S, math.nan) for b in blocks]
+        columns[k] = np.concatenate(parts) if parts else np.empty(0)
+    # generation-major blocks -> seed-major rows, seeds in the config's order
+    metrics = pd.DataFrame({k: v.reshape(len(blocks), S).T.ravel() for k, v in columns.items()})
+    params = (np.stack([b["thetas"] for b in blocks], axis=1) if blocks
+              else np.empty((S, 0, 0)))
+    return Trajectory(
+        params=params, metrics=metrics, seeds=seeds, config=recorded, environment=environment(),
+        meta={**meta, "domain": repr(loop), "fingerprint": fp.digest,
+              "on_nonfinite": cfg.on_nonfinite, "events": list(events)})
+
+
+def _partial(loop, cfg, fp, seeds, where, recorded) -> Trajectory | None:
+    if not where.blocks:
+        return None
+    events = [e for b in where.blocks for e in (b["info"].get("events") or [])]
+    return _trajectory(loop, cfg, fp, seeds, where.blocks, recorded, events,
+                       meta={"partial": True, "generations_completed": len(where.blocks) - 1})
+
+
+def _kept(where: _Progress, out: Path | None, checkpointed: bool) -> str:
+    if not where.blocks:
+        return "no generation was completed"
+    last = len(where.blocks) - 1
+    if out is not None and checkpointed:
+        return (f"generations 0–{last} of every seed are kept, checkpointed in {out}: fix the "
+                "cause and continue with --resume (in Python: the exception's .trajectory)")
+    return f"generations 0–{last} of every seed are kept (the exception's .trajectory)"
+
+
+def _attach(err: RunError, loop, cfg, fp, seeds, where, out, checkpointed, recorded) -> None:
+    err.trajectory = _partial(loop, cfg, fp, seeds, where, recorded)
+    err.checkpoint = out if checkpointed and where.blocks else None
+    err.args = (f"{err.args[0]}; {_kept(where, out, checkpointed)}",)
+
+
+def _interrupted(err, loop, cfg, fp, seeds, where, out, vectorized, recorded) -> RunInterrupted:
+    t = where.generation
+    if t is None:
+        at = "while writing the results"
+    elif vectorized or where.seed is None:
+        at = f"at generation {t} (all {len(seeds)} seeds at once)"
+    else:
+        at = f"at generation {t} of seed {where.seed}"
+    done = len(where.blocks) - 1
+    kept = (f"; generations 0–{done} are checkpointed in {out}" if out is not None and done >= 0
+            else "")
+    new = RunInterrupted(f"interrupted {at}{kept}", seed=where.seed, generation=t)
+    new.trajectory = _partial(loop, cfg, fp, seeds, where, recorded)
+    new.checkpoint = out
+    return new
+
+
+def _row(seed: int, generation: int, dist: float, n_real: Any, n_syn: Any,
+         metrics: dict[str, float]) -> dict[str, Any]:
     row = {"seed": int(seed), "generation": generation, "n_real": n_real, "n_synthetic": n_syn,
-           "dist_to_theta_star": dist}
-    for k, v in metrics.items():
-        row[k] = float(v)
+           "dist_to_theta_star": dist,
+           "lam_effective": (n_syn / n_real if n_real > 0 else math.inf if n_syn > 0
+                             else math.nan)}
+    row.update(metrics)
     return row
 
 
-def _run_per_seed(loop, cfg, seeds, saved, done):
+def _run_per_seed(loop, cfg, seeds, state_rec, where, health, done):
     step = GenerationStep(loop, cfg)
-    fixed_real = [step.real_data(int(s), 0) for s in seeds]
-    n0 = [loop.data_size(r) for r in fixed_real]
-    if saved is None:
-        states, pools, thetas, rows = [], [None] * len(seeds), [], []
+    S = len(seeds)
+
+    def real(s: int, t: int) -> Any:
+        where.seed, where.generation = s, t
+        return _call(loop, "real_data", s, t, step.real_data, s, t)
+
+    fixed_real = [real(int(s), 0) for s in seeds]
+    n0 = [_call(loop, "data_size", int(s), 0, loop.data_size, r)
+          for s, r in zip(seeds, fixed_real)]
+    if state_rec is None:
+        states, pools, thetas, rows = [], [None] * S, [], []
         for i, s in enumerate(seeds):
-            state = step.initial(int(s), fixed_real[i])
+            s = int(s)
+            where.seed, where.generation = s, 0
+            state = _call(loop, "fit", s, 0, step.initial, s, fixed_real[i])
             states.append(state)
-            thetas.append(_theta_vector(loop, state, f"seed {s}, generation 0"))
-            m = loop.metrics(state, stream(int(s), 0, "metrics"))
-            rows.append(_metric_row(s, 0, 0.0, n0[i], 0, m))
-        blocks = [{"thetas": np.stack(thetas), "rows": rows}]
-        done(0, {"states": states, "pools": pools}, blocks[0])
+            thetas.append(_theta(loop, _call(loop, "theta", s, 0, loop.theta, state), s, 0))
+            m = _metrics(loop, _call(loop, "metrics", s, 0, loop.metrics, state,
+                                     stream(s, 0, "metrics")), s, 0)
+            rows.append(_row(s, 0, 0.0, n0[i], 0, m))
+        theta = _stack(loop, thetas, 0)
+        cols = _columns(rows)
+        events = health.observe(0, seeds, theta, _domain_metrics(cols), np.zeros(S, bool))
+        done(0, {"states": states, "pools": pools}, theta, cols, events)
         start = 1
     else:
-        state_rec, blocks = saved
         states, pools = state_rec["states"], state_rec["pools"]
         start = state_rec["generation"] + 1
-    theta_star = blocks[0]["thetas"]
-    # a loop without metrics gets no "metrics" stream: building one per seed-generation
-    # is a measurable share of a cheap loop's overhead (issue 16)
+    theta_star = where.blocks[0]["thetas"]
+    d = theta_star.shape[1]
+    keys = [k for k in where.blocks[-1]["columns"] if k not in ("seed", "generation")]
     has_metrics = type(loop).metrics is not SelfConsumingLoop.metrics
     for t in range(start, cfg.generations + 1):
         thetas, rows = [], []
+        skip = health.stopped.copy()
         for i, s in enumerate(seeds):
             s = int(s)
-            real = fixed_real[i] if cfg.policy != "fresh_real" else step.real_data(s, t)
-            res = step(s, t, states[i], real, pools[i], n0[i])
-            theta = _theta_vector(loop, res.state, f"seed {s}, generation {t}")
+            if skip[i]:  # stopped at a non-finite value: NaN from here on, nothing computed
+                thetas.append(np.full(d, math.nan))
+                rows.append({"seed": s, "generation": t, **dict.fromkeys(keys, math.nan)})
+                continue
+            where.seed, where.generation = s, t
+            cur_real = fixed_real[i] if cfg.policy != "fresh_real" else real(s, t)
+            try:
+                res = step(s, t, states[i], cur_real, pools[i], n0[i])
+            except (StabfwError, KeyboardInterrupt):
+                raise
+            except Exception as err:
+                method = step.stage or "step"
+                raise GenerationError(f"{_where(loop, method, s, t)} raised "
+                                      f"{type(err).__name__}: {str(err)[:500]}", seed=s,
+                                      generation=t, method=method) from err
+            theta = _theta(loop, _call(loop, "theta", s, t, loop.theta, res.state), s, t)
             if theta.shape != theta_star[i].shape:
-                raise ValueError(f"{type(loop).__name__}.theta changed length from "
-                                 f"{theta_star[i].size} to {theta.size} at generation {t}")
+                raise LoopError(f"{_where(loop, 'theta', s, t)}: θ changed length from "
+                                f"{theta_star[i].size} (generation 0) to {theta.size}; θ must "
+                                "keep one length for the whole run", seed=s, generation=t,
+                                method="theta")
             states[i], pools[i] = res.state, res.pool
             thetas.append(theta)
             diff = theta - theta_star[i]
             dist = math.sqrt(float(diff @ diff))
-            metrics = loop.metrics(res.state, stream(s, t, "metrics")) if has_metrics else {}
-            rows.append(_metric_row(s, t, dist, res.n_real, res.n_synthetic, metrics))
-        blocks.append({"thetas": np.stack(thetas), "rows": rows})
-        done(t, {"states": states, "pools": pools}, blocks[-1])
-    metrics = pd.DataFrame([r for b in blocks for r in b["rows"]])
-    metrics = metrics.sort_values(["seed", "generation"], kind="stable").reset_index(drop=True)
-    return np.stack([b["thetas"] for b in blocks], axis=1), metrics
+            # a loop without metrics gets no "metrics" stream: building one per
+            # seed-generation is a measurable share of a cheap loop's overhead
+            m = _metrics(loop, _call(loop, "metrics", s, t, loop.metrics, res.state,
+                                     stream(s, t, "metrics")), s, t) if has_metrics else {}
+            rows.append(_row(s, t, dist, res.n_real, res.n_synthetic, m))
+        theta = np.stack(thetas)
+        cols = _columns(rows)
+        events = health.observe(t, seeds, theta, _domain_metrics(cols), skip)
+        done(t, {"states": states, "pools": pools}, theta, cols, events)
 
 
-def _run_vectorized(loop, cfg, seeds, saved, done):
-    if saved is None:
-        batch = loop.init_batch(seeds, cfg)
-        theta = np.asarray(loop.theta_batch(batch), dtype=float)
-        blocks = [{"thetas": theta, "columns": _batch_columns(loop, batch, seeds, 0, theta, theta)}]
-        done(0, {"batch": batch}, blocks[0])
+def _domain_metrics(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v for k, v in cols.items() if k not in RESERVED_COLUMNS}
+
+
+def _stack(loop: Any, thetas: list[np.ndarray], t: int) -> np.ndarray:
+    sizes = {th.size for th in thetas}
+    if len(sizes) > 1:
+        raise LoopError(f"{type(loop).__name__}.theta returned vectors of different lengths "
+                        f"({sorted(sizes)}) for different seeds at generation {t}", generation=t,
+                        method="theta")
+    return np.stack(thetas)
+
+
+def _run_vectorized(loop, cfg, seeds, state_rec, where, health, done):
+    S = len(seeds)
+    if state_rec is None:
+        where.seed, where.generation = None, 0
+        batch = _call(loop, "init_batch", None, 0, loop.init_batch, seeds, cfg)
+        theta = _batch_theta(loop, batch, S, None, 0)
+        cols = _batch_columns(loop, batch, seeds, 0, theta, theta)
+        events = health.observe(0, seeds, theta, _domain_metrics(cols), np.zeros(S, bool))
+        done(0, {"batch": batch}, theta, cols, events)
         start = 1
     else:
-        state_rec, blocks = saved
         batch, start = state_rec["batch"], state_rec["generation"] + 1
-    theta_star = blocks[0]["thetas"]
+    theta_star = where.blocks[0]["thetas"]
     for t in range(start, cfg.generations + 1):
-        batch = loop.step_batch(batch, seeds, t, cfg)
-        theta = np.asarray(loop.theta_batch(batch), dtype=float)
-        blocks.append({"thetas": theta,
-                       "columns": _batch_columns(loop, batch, seeds, t, theta, theta_star)})
-        done(t, {"batch": batch}, blocks[-1])
-    # generation-major blocks -> seed-major rows, as the per-seed path writes them
-    names = blocks[0]["columns"]
-    columns = {k: np.stack([b["columns"][k] for b in blocks], axis=1).ravel() for k in names}
-    return np.stack([b["thetas"] for b in blocks], axis=1), pd.DataFrame(columns)
+        where.generation = t
+        skip = health.stopped.copy()
+        with np.errstate(all="ignore") if skip.any() else contextlib.nullcontext():
+            batch = _call(loop, "step_batch", None, t, loop.step_batch, batch, seeds, t, cfg)
+            theta = _batch_theta(loop, batch, S, theta_star.shape[1], t)
+            cols = _batch_columns(loop, batch, seeds, t, theta, theta_star)
+        if skip.any():  # stopped seeds: NaN from here on, as on the per-seed path
+            theta = theta.copy()
+            theta[skip] = math.nan
+            for k in cols:
+                if k not in ("seed", "generation"):
+                    cols[k] = cols[k].astype(float)
+                    cols[k][skip] = math.nan
+        events = health.observe(t, seeds, theta, _domain_metrics(cols), skip)
+        done(t, {"batch": batch}, theta, cols, events)
+
+
+def _batch_theta(loop: Any, batch: Any, S: int, d: int | None, t: int) -> np.ndarray:
+    raw = _call(loop, "theta_batch", None, t, loop.theta_batch, batch)
+    arr = np.asarray(raw)
+    if arr.ndim != 2 or arr.shape[0] != S or arr.dtype.kind not in "fiu":
+        raise LoopError(f"{_where(loop, 'theta_batch', None, t)} returned shape {arr.shape}, "
+                        f"dtype {arr.dtype}; expected real numbers of shape ({S}, d)",
+                        generation=t, method="theta_batch")
+    if d is not None and arr.shape[1] != d:
+        raise LoopError(f"{_where(loop, 'theta_batch', None, t)}: θ changed length from {d} "
+                        f"to {arr.shape[1]}", generation=t, method="theta_batch")
+    return arr.astype(float)
 
 
 def _batch_columns(loop, batch, seeds, t, theta, theta_star) -> dict[str, np.ndarray]:
     # Column arrays, not row dicts: 10^4 seeds x 10^2 generations must stay cheap.
-    metrics = {k: np.asarray(v, dtype=float) for k, v in loop.metrics_batch(batch).items()}
+    raw = _call(loop, "metrics_batch", None, t, loop.metrics_batch, batch)
     n = len(seeds)
+    metrics = {}
+    for k, v in raw.items():
+        arr = np.asarray(v)
+        if arr.shape != (n,) or arr.dtype.kind not in "fiub":
+            raise LoopError(f"{_where(loop, 'metrics_batch', None, t)}: metric {k!r} has "
+                            f"shape {arr.shape}, dtype {arr.dtype}; expected ({n},) numbers",
+                            generation=t, method="metrics_batch")
+        metrics[k] = arr.astype(float)
+    n_real = metrics.pop("n_real", np.full(n, -1)).astype(np.int64)
+    n_syn = metrics.pop("n_synthetic", np.full(n, -1)).astype(np.int64)
+    for k in metrics:
+        why = metric_problem(k, 0.0)
+        if why is not None:
+            raise LoopError(f"{_where(loop, 'metrics_batch', None, t)}: {why}", generation=t,
+                            method="metrics_batch")
     cols = {
         "seed": np.asarray(seeds, dtype=np.int64),
         "generation": np.full(n, t, dtype=np.int64),
-        "n_real": metrics.pop("n_real", np.full(n, -1)).astype(np.int64),
-        "n_synthetic": metrics.pop("n_synthetic", np.full(n, -1)).astype(np.int64),
+        "n_real": n_real,
+        "n_synthetic": n_syn,
         "dist_to_theta_star": _row_norms(theta - theta_star),
+        "lam_effective": _lam_effective(n_real, n_syn),
     }
     cols.update(metrics)
     return cols
 
 
+
 def _row_norms(x: np.ndarray) -> np.ndarray:
     # ‖x_i‖ per row; einsum is ~3× faster than np.linalg.norm(axis=1) on (10⁴, 65)
     return np.sqrt(np.einsum("ij,ij->i", x, x))
+

@@ -9,11 +9,15 @@ stream ``(s, t, purpose)`` (``"generate"``, ``"curate"``, ``"correct"``, ``"mix"
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from stabfw.core.hooks import resolve_hook
 from stabfw.core.streams import real_stream_generation, stream
+from stabfw.errors import ConfigError, LoopError, format_validation_error
 from stabfw.run.config import RetrainConfig
 from stabfw.run.policies import TrainingSet, build_training_set
 
@@ -23,8 +27,27 @@ _SAME = object()  # "warm-start from the generating state"
 
 
 def as_retrain_config(config: RetrainConfig | dict[str, Any]) -> RetrainConfig:
-    """``config`` as a validated :class:`RetrainConfig`."""
-    return config if isinstance(config, RetrainConfig) else RetrainConfig.model_validate(config)
+    """``config`` as a validated :class:`RetrainConfig`.
+
+    A :class:`RetrainConfig` is validated again (``model_copy(update=...)`` skips pydantic's
+    checks), a mapping as the ``loop:`` section of a file is; anything else is refused.
+
+    Raises
+    ------
+    ConfigError
+        Naming each bad field as ``loop.<field>``.
+    """
+    if isinstance(config, RetrainConfig):
+        raw: Any = {k: getattr(config, k) for k in RetrainConfig.model_fields}
+    elif isinstance(config, Mapping):
+        raw = dict(config)
+    else:
+        raise ConfigError(f"config must be a stabfw.RetrainConfig or a mapping of its fields, "
+                          f"got {type(config).__name__}")
+    try:
+        return RetrainConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, prefix="loop")) from None
 
 
 @dataclass(frozen=True)
@@ -60,6 +83,9 @@ class GenerationStep:
         self.curate = resolve_hook(self.config.curate)
         self.correct = resolve_hook(self.config.correct)
         self.custom_mix = loop.capabilities().custom_mix
+        #: the loop method being called (``generate``, ``curate``, ``fit``, ...), so that a
+        #: caller can say where a loop's exception came from
+        self.stage: str | None = None
 
     @property
     def has_hooks(self) -> bool:
@@ -70,10 +96,12 @@ class GenerationStep:
         """The real data generation ``generation`` of ``seed`` mixes in (generation 0:
         what θ* is fitted on). Only ``fresh_real`` draws a new set after generation 0."""
         gen = real_stream_generation(self.config.policy, generation)
+        self.stage = "real_data"
         return self.loop.real_data(stream(seed, gen, "real"))
 
     def initial(self, seed: int, real: Any) -> Any:
         """Generation 0: the fit on real data alone (θ*)."""
+        self.stage = "fit"
         return self.loop.fit(real, None, stream(seed, 0, "fit"))
 
     def mix(self, seed: int, generation: int, real: Any, synthetic: Any,
@@ -101,15 +129,30 @@ class GenerationStep:
             The state the fit starts from when the config warm-starts (default: ``state``).
         """
         loop, cfg, s, t = self.loop, self.config, int(seed), int(generation)
-        synthetic = loop.generate(state, cfg.n_synthetic(n_real0), stream(s, t, "generate"))
+        n = cfg.n_synthetic(n_real0)
+        self.stage = "generate"
+        synthetic = loop.generate(state, n, stream(s, t, "generate"))
+        # a short batch would change λ without a word; hooks may shrink it, generate not.
+        # A loop that mixes its own training sets defines its batches (and their λ) itself
+        got = n if self.custom_mix else loop.data_size(synthetic)
+        if got != n:
+            raise LoopError(
+                f"{type(loop).__name__}.generate(state, {n}, rng) returned {got} samples at "
+                f"seed {s}, generation {t}; it must return exactly n (λ = {cfg.lam:g} asks "
+                f"for {n}). A curate hook is the place to drop samples", seed=s,
+                generation=t, method="generate")
         real_for_hooks = None if cfg.fully_synthetic else real
         for name, hook in (("curate", self.curate), ("correct", self.correct)):
             if hook is not None:
+                self.stage = name
                 synthetic = hook(synthetic, state=state, loop=loop, rng=stream(s, t, name),
                                  real=real_for_hooks)
+        self.stage = "mix"
         train, pool = self.mix(s, t, real, synthetic, pool)
         start = (state if init is _SAME else init) if cfg.warm_start else None
+        self.stage = "fit"
         new_state = loop.fit(train.data, start, stream(s, t, "fit"))
+        self.stage = None
         return StepResult(new_state, pool, int(train.n_real), int(train.n_synthetic))
 
 

@@ -450,7 +450,10 @@ def test_multiplicative_ets_runaway_becomes_a_diverged_state():
     loop = ForecastingLoop(dataset="airline", holdout=24, sp=12, forecaster="ets", pi_paths=20,
                            forecaster_params={"error": "mul", "trend": "add",
                                               "seasonal": "mul"})
-    traj = stabfw.run_loop(loop, stabfw.RetrainConfig(lam=math.inf, generations=6, seeds=[2]))
+    # the domain reports the runaway as a diverged (NaN) state each generation: record it
+    traj = stabfw.run_loop(loop, stabfw.RetrainConfig(lam=math.inf, generations=6, seeds=[2],
+                                                      on_nonfinite="record"))
+    assert traj.events and traj.events[0]["action"] == "recorded"
     # seed 2's simulated history goes below zero within 6 generations (trend runaway)
     bad = ~np.isfinite(traj.params[0, :, 0])
     assert bad.any() and bad[np.argmax(bad):].all() and np.isfinite(traj.params[0, 0]).all()

@@ -12,6 +12,7 @@ from scipy import special
 
 import stabfw
 from stabfw.domains.gaussian import GaussianLoop, GaussianState
+from stabfw.errors import ConfigError
 
 Z = 5.0  # standard errors allowed
 
@@ -151,7 +152,7 @@ def test_user_data_and_its_errors(tmp_path):
     np.save(path, X)
     traj = _run(GaussianLoop(data=str(path)), lam=1.0, generations=3, seeds=4)
     np.testing.assert_allclose(traj.theta_star[:, :2], np.tile(X.mean(0), (4, 1)))
-    with pytest.raises(FileNotFoundError, match=r"domain\.data"):
+    with pytest.raises(ConfigError, match=r"domain\.data.*no such file"):
         GaussianLoop(data=str(tmp_path / "missing.npy")).real_data(np.random.default_rng())
     with pytest.raises(ValueError, match="true_cov"):
         GaussianLoop(dim=2, true_cov=[[1, 2], [2, 1]]).real_data(np.random.default_rng())

@@ -58,10 +58,12 @@ def test_datasets(name):
 
 
 def test_bad_parameters_are_named():
-    with pytest.raises(ValueError, match="dataset must be one of"):
+    with pytest.raises(stabfw.ConfigError, match=r"domain\.dataset: must be one of"):
         Toy2DFlowLoop(dataset="spirals").real_data(np.random.default_rng(0))
-    with pytest.raises(ValueError, match="layers must be"):
+    with pytest.raises(stabfw.ConfigError, match=r"domain\.layers: must be ≥ 1"):
         Toy2DFlowLoop(layers=0).real_data(np.random.default_rng(0))
+    with pytest.raises(stabfw.ConfigError, match=r"domain\.layers: must be ≥ 1, got -1"):
+        stabfw.make("toy2d", layers=-1)  # V46: what validate and run both refuse
     with pytest.raises(stabfw.ConfigError, match="dataset"):
         stabfw.make("toy2d", dataset="spirals")
 

@@ -205,7 +205,7 @@ def test_killed_cli_run_resumes_to_identical_results(tmp_path):
     killed = tmp_path / "killed"
     proc = subprocess.Popen([*cmd, "--out", str(killed)], env=env, cwd=root)
     deadline = time.time() + 120
-    first_block = killed / CHECKPOINT / "gen_000001.pkl"
+    first_block = killed / CHECKPOINT / "gen_000001.npz"
     while not first_block.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)
     interrupted = proc.poll() is None

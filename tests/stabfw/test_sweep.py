@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import stabfw
 from stabfw import cli
-from stabfw.errors import ConfigError
+from stabfw.errors import ConfigError, RunDirError, SweepFailed
 from stabfw.experiments.grid import expand_grid, is_finished, short_keys
 from stabfw.experiments.runfile import run_config
 from stabfw.experiments.sweep import run_sweep
@@ -112,28 +113,58 @@ def test_rerun_skips_finished_cells_and_reruns_changed_or_missing_ones(tmp_path)
     assert {n: r.status for n, r in grown.results.items()} == {
         "lam=0.5": "skipped", "lam=1.0": "done", "lam=4.0": "done"}
 
-    # another configuration (more generations) is not "finished"
+    # another configuration (more generations) is not "finished", and its finished cell is
+    # never overwritten without force
     longer = _cfg({"loop.lam": [0.5]}, generations=4)
     assert not is_finished(tmp_path / "cells" / "lam=0.5", expand_grid(longer)[0].config)
-    assert run_sweep(longer, tmp_path, progress=False).results["lam=0.5"].status == "done"
+    before = (tmp_path / "cells" / "lam=0.5" / "params.npz").read_bytes()
+    with pytest.raises(RunDirError, match=r"lam=0\.5.*--force"):
+        run_sweep(longer, tmp_path, progress=False)
+    assert (tmp_path / "cells" / "lam=0.5" / "params.npz").read_bytes() == before
+    forced = run_sweep(longer, tmp_path, progress=False, force=True)
+    assert forced.results["lam=0.5"].status == "done"
+
+
+class _FailingCoin(stabfw.SelfConsumingLoop):
+    """A coin whose fit raises from generation ``fail_at`` on (never when it is None)."""
+
+    def __init__(self, n: int = 20, fail_at: int | None = None):
+        self.n, self.fail_at = n, fail_at
+
+    def real_data(self, rng):
+        return (rng.random(self.n) < 0.3).astype(float)
+
+    def fit(self, data, init, rng):
+        depth = 0 if init is None else init[1] + 1
+        if self.fail_at is not None and depth >= self.fail_at:
+            raise ArithmeticError("the fit failed on purpose")
+        return (float(np.mean(data)), depth)
+
+    def generate(self, state, n, rng):
+        return (rng.random(n) < state[0]).astype(float)
+
+    def params(self, state):
+        return np.array([state[0]])
 
 
 def test_a_failing_cell_does_not_stop_the_others(tmp_path):
-    # a missing data file passes validation and fails when the cell runs
-    missing = str(tmp_path / "no-such.npy")
-    cfg = parse_config({"domain": {"name": "gaussian", "dim": 1, "n": 5},
-                        "loop": {"lam": 1, "generations": 2, "seeds": 2},
+    registry.register("failing_coin_sweep", _FailingCoin, overwrite=True)
+    cfg = parse_config({"domain": {"name": "failing_coin_sweep"},
+                        "loop": {"lam": 1, "generations": 3, "seeds": 2},
                         "output": {"report": False, "progress": False},
-                        "sweep": {"grid": {"domain.data": [None, missing]},
+                        "sweep": {"grid": {"domain.fail_at": [None, 2]},
                                   "backend": "serial"}})
-    bad = next(c.name for c in expand_grid(cfg) if c.name != "data=None")
     res = run_sweep(cfg, tmp_path)
-    assert res.failed == [bad]
-    assert res.results["data=None"].status == "done"
+    assert res.failed == ["fail_at=2"]
+    assert res.results["fail_at=None"].status == "done"
     index = json.loads((tmp_path / "index.json").read_text())
     failed = [c for c in index["cells"] if c["status"] == "failed"]
-    assert failed[0]["cell"] == bad and "no file at" in failed[0]["error"]
-    with pytest.raises(RuntimeError, match="1 sweep cell"):
+    assert failed[0]["cell"] == "fail_at=2"
+    assert "_FailingCoin.fit at seed 0, generation 2 raised ArithmeticError" in failed[0]["error"]
+    assert "Traceback" not in failed[0]["error"]
+    # the failing cell kept generations 0-1 in its checkpoint
+    assert (tmp_path / "cells" / "fail_at=2" / "checkpoint" / "gen_000001.npz").is_file()
+    with pytest.raises(SweepFailed, match=r"(?s)1 sweep cell\(s\) failed.*fail_at=2"):
         run_config(cfg, tmp_path)
 
 
