@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from stabfw.experiments.backends import LocalBackend, RayBackend, SerialBackend
 from stabfw.experiments.sweep import run_sweep
+from stabfw.run.backends import LocalBackend, RayBackend, SerialBackend
 from stabfw.run.config import parse_config
 
 # Four cells of a per-seed Gaussian loop, ~1 s each on one idle core.

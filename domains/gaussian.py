@@ -454,7 +454,8 @@ class GaussianLoop(SelfConsumingLoop, VectorizedLoop):
 
     def metrics(self, state: GaussianState, rng: np.random.Generator) -> dict[str, float]:
         self._setup()
-        vals = self._metrics(state.mean[None], state.cov[None])
+        cov = state.cov[None]
+        vals = self._metrics(state.mean[None], cov, *_factor(cov))
         return {k: float(v[0]) for k, v in vals.items()}
 
     def _theta(self, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
@@ -478,6 +479,10 @@ class GaussianLoop(SelfConsumingLoop, VectorizedLoop):
             sign = np.ones_like(logdet)
         else:
             sign, logdet = np.linalg.slogdet(cov)
+            if chol is not None:
+                # not positive definite to Cholesky: a collapsed covariance whatever LU's
+                # rounding says, so a seed reads the same alone and in a batch
+                sign = np.where(chol, sign, 0.0)
         return {
             "mean_sq_err_true": np.sum((mean - self._mu) ** 2, axis=-1),
             "cov_trace": np.trace(cov, axis1=-2, axis2=-1),

@@ -146,6 +146,10 @@ class RunError(StabfwError):
         self.trajectory: Any = None
         self.checkpoint: Path | None = None
 
+    def __reduce__(self):
+        # keyword-only attributes survive pickling (a run's worker process raises them)
+        return (self.__class__, self.args, self.__dict__)
+
 
 class LoopError(RunError, ValueError):
     """A loop's method returned something the runner cannot use (θ of the wrong shape or

@@ -26,7 +26,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume and args.force:
         raise ConfigError("--resume continues a run and --force (--restart) discards it; "
                           "give one of them")
-    cfg = load_config(args.config, args.set)
+    overrides = list(args.set or [])
+    if args.workers is not None:  # validated with the rest of the loop: section
+        overrides.append(f"loop.workers={args.workers}")
+    cfg = load_config(args.config, overrides)
     out = Path(args.out or cfg.output.dir or default_out(args.config))
     args.resolved_out = out
     quiet = _DropNonfiniteLog()  # printed once below, as a warning of this command
@@ -64,6 +67,9 @@ def register(sub) -> None:
     add_set_option(p)
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run (a no-op for a finished one)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="advance the seeds of a run on N worker processes (loop.workers; "
+                        "bit-identical results)")
     p.add_argument("--force", "--restart", dest="force", action="store_true",
                    help="discard the directory's run (finished or not) and start again")
     p.set_defaults(func=cmd_run)

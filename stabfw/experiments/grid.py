@@ -12,7 +12,7 @@ from typing import Any
 from stabfw._util.jsonio import read_json, to_jsonable
 from stabfw._util.numbers import slug, yaml_scalar
 from stabfw.errors import ConfigError
-from stabfw.run.config import RunConfig, apply_overrides, parse_config
+from stabfw.run.config import RetrainConfig, RunConfig, apply_overrides, parse_config
 from stabfw.run.rundir import MANIFEST
 
 __all__ = ["Cell", "cell_identity", "cell_state", "expand_grid", "is_finished", "short_keys"]
@@ -77,8 +77,13 @@ def expand_grid(cfg: RunConfig) -> list[Cell]:
 
 # --- finished cells -----------------------------------------------------------------
 def cell_identity(record: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a recorded config that decide a run's numbers (not ``output``/``sweep``)."""
-    return {k: v for k, v in record.items() if k not in ("output", "sweep")}
+    """The parts of a recorded config that decide a run's numbers (not ``output``/``sweep``,
+    nor where the loop computed: ``loop.workers``, ``loop.backend``, ``loop.address``)."""
+    out = {k: v for k, v in record.items() if k not in ("output", "sweep")}
+    if isinstance(out.get("loop"), dict):
+        out["loop"] = {k: v for k, v in out["loop"].items()
+                       if k not in RetrainConfig.EXECUTION_FIELDS}
+    return out
 
 
 def is_finished(run_dir: str | Path, cfg: RunConfig) -> bool:

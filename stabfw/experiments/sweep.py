@@ -25,13 +25,13 @@ from typing import Any
 from stabfw._util.atomic import atomic_write, clean_temp_files
 from stabfw._util.jsonio import flatten, read_json, write_json
 from stabfw.errors import ConfigError, RunDirError, StabfwError, clip
-from stabfw.experiments.backends import check_backend_args, make_backend
 from stabfw.experiments.grid import Cell, cell_state, expand_grid
 from stabfw.experiments.single import run_single
 from stabfw.experiments.stability import write_stability
 from stabfw.reporting.figures import plot_runs
 from stabfw.reporting.html import write_report
 from stabfw.run import registry
+from stabfw.run.backends import check_backend_args, make_backend
 from stabfw.run.config import RunConfig, metric_references
 from stabfw.run.rundir import RunLock, ensure_dir
 from stabfw.run.trajectory import Trajectory
@@ -205,6 +205,8 @@ def _run_cells(cfg, cells, out, backend, workers, address, resume, force, progre
         config = cell.config.model_copy(deep=True)
         # a worker's own progress bar would garble the sweep's
         config.output.progress = config.output.progress and not parallel and progress
+        if parallel and config.loop.workers > 1:  # cells in parallel already: no nesting
+            config.loop.workers = 1
         state = states[cell.name]
         restart = state == "replace" or (state == "unfinished" and not resume)
         if state == "unfinished" and not resume:

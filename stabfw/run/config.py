@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -127,6 +127,15 @@ class RetrainConfig(_Strict):
         the run's ``events`` (and ``summary.json``, the report) name every seed and
         generation where it happened. A metric of ±∞ (the log-determinant of a singular
         covariance) is a value, not an event.
+    workers : int
+        Processes that advance the seeds of one run in parallel on the per-seed path
+        (``1``: this process). Results are bit-identical to ``workers: 1``; the vectorised
+        path ignores it (it advances every seed in one array operation already).
+    backend : {"local", "ray"}
+        Where those workers run: loky processes on this machine, or a Ray cluster
+        (``address``; default: a local Ray instance, or the one ``ray.init`` started).
+    address : str, optional
+        The Ray cluster (``"auto"``, ``"ray://host:10001"``) for ``backend: ray``.
     """
 
     lam: float | None = Field(default=None, ge=0)
@@ -140,6 +149,12 @@ class RetrainConfig(_Strict):
     correct: HookSpec | None = None
     vectorize: Literal["auto", "never", "always"] = "auto"
     on_nonfinite: Literal["stop", "record"] = "stop"
+    #: Fields that decide where a run computes, not what: left out of its fingerprint.
+    EXECUTION_FIELDS: ClassVar[tuple[str, ...]] = ("workers", "backend", "address")
+
+    workers: int = Field(default=1, ge=1, le=4096)
+    backend: Literal["local", "ray"] = "local"
+    address: str | None = None
 
     @field_validator("lam", mode="before")
     @classmethod
@@ -323,7 +338,7 @@ class SweepConfig(_Strict):
     """
 
     grid: dict[str, list[Any]] = Field(min_length=1)
-    # where cells run (stabfw.experiments.backends): auto = local if joblib is installed
+    # where cells run (stabfw.run.backends): auto = local if joblib is installed
     backend: Literal["auto", "serial", "local", "ray"] = "auto"
     workers: int | None = Field(default=None, ge=1)
     address: str | None = None  # a Ray cluster; default: a local Ray instance

@@ -133,7 +133,7 @@ def fingerprint(loop: Any, config: Any) -> Fingerprint:
     record = {
         "format": FORMAT,
         "stabfw": VERSION,
-        "loop": _stable(config.model_dump(mode="json")),
+        "loop": _stable(config.model_dump(mode="json", exclude=set(config.EXECUTION_FIELDS))),
         "domain": {"class": f"{cls.__module__}:{cls.__qualname__}",
                    "params": _stable(loop.get_params(deep=False))},
         "data_files": _data_files(loop),

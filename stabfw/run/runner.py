@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import pickle
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from stabfw.errors import (
     RunInterrupted,
     StabfwError,
 )
+from stabfw.run.backends import make_backend
 from stabfw.run.callbacks import RunCallback
 from stabfw.run.checkpoint import Checkpoint
 from stabfw.run.config import RetrainConfig
@@ -510,30 +512,154 @@ def _row(seed: int, generation: int, dist: float, n_real: Any, n_syn: Any,
     return row
 
 
+class _SeedWork:
+    """The per-seed work of a run — generation 0 and later generations of one seed — in
+    this process or in a worker; the same code either way, so workers change nothing."""
+
+    def __init__(self, loop: Any, cfg: RetrainConfig, where: _Progress | None = None):
+        self.loop, self.cfg, self.where = loop, cfg, where
+        self.step = GenerationStep(loop, cfg)
+        # a loop without metrics gets no "metrics" stream: building one per seed-generation
+        # is a measurable share of a cheap loop's overhead
+        self.has_metrics = type(loop).metrics is not SelfConsumingLoop.metrics
+        self.reals: dict[int, tuple[Any, int]] = {}  # seed -> (fixed real data, its size)
+
+    def _at(self, s: int, t: int) -> None:
+        if self.where is not None:
+            self.where.seed, self.where.generation = s, t
+
+    def real(self, s: int, t: int) -> Any:
+        self._at(s, t)
+        return _call(self.loop, "real_data", s, t, self.step.real_data, s, t)
+
+    def fixed(self, s: int) -> tuple[Any, int]:
+        """The seed's real data of generation 0 and its size (λ is relative to it)."""
+        if s not in self.reals:
+            real = self.real(s, 0)
+            self.reals[s] = real, _call(self.loop, "data_size", s, 0, self.loop.data_size, real)
+        return self.reals[s]
+
+    def metrics(self, s: int, t: int, state: Any) -> dict[str, float]:
+        if not self.has_metrics:
+            return {}
+        return _metrics(self.loop, _call(self.loop, "metrics", s, t, self.loop.metrics, state,
+                                         stream(s, t, "metrics")), s, t)
+
+    def initial(self, s: int) -> tuple[Any, np.ndarray, dict[str, Any]]:
+        """Generation 0 of seed ``s``: ``(state, θ, metrics row)``."""
+        loop = self.loop
+        real, n0 = self.fixed(s)
+        self._at(s, 0)
+        state = _call(loop, "fit", s, 0, self.step.initial, s, real)
+        theta = _theta(loop, _call(loop, "theta", s, 0, loop.theta, state), s, 0)
+        return state, theta, _row(s, 0, 0.0, n0, 0, self.metrics(s, 0, state))
+
+    def advance(self, s: int, t: int, state: Any, pool: Any,
+                theta_star: np.ndarray) -> tuple[Any, Any, np.ndarray, dict[str, Any]]:
+        """Generation ``t`` of seed ``s`` from its state of ``t − 1``:
+        ``(state, pool, θ, metrics row)``."""
+        loop, step = self.loop, self.step
+        real, n0 = self.fixed(s)
+        if self.cfg.policy == "fresh_real":
+            real = self.real(s, t)
+        self._at(s, t)
+        try:
+            res = step(s, t, state, real, pool, n0)
+        except (StabfwError, KeyboardInterrupt):
+            raise
+        except Exception as err:
+            method = step.stage or "step"
+            raise GenerationError(f"{_where(loop, method, s, t)} raised "
+                                  f"{type(err).__name__}: {str(err)[:500]}", seed=s,
+                                  generation=t, method=method) from err
+        theta = _theta(loop, _call(loop, "theta", s, t, loop.theta, res.state), s, t)
+        if theta.shape != theta_star.shape:
+            raise LoopError(f"{_where(loop, 'theta', s, t)}: θ changed length from "
+                            f"{theta_star.size} (generation 0) to {theta.size}; θ must "
+                            "keep one length for the whole run", seed=s, generation=t,
+                            method="theta")
+        diff = theta - theta_star
+        dist = math.sqrt(float(diff @ diff))
+        return (res.state, res.pool, theta,
+                _row(s, t, dist, res.n_real, res.n_synthetic, self.metrics(s, t, res.state)))
+
+
+def _dumps(obj: Any) -> bytes:
+    """Pickle ``obj`` for a worker; by value (cloudpickle) where it can, so that a loop
+    class defined in a script's ``__main__`` or a notebook reaches the workers too."""
+    try:
+        import cloudpickle  # installed with joblib's loky and with Ray
+    except ImportError:  # pragma: no cover
+        return pickle.dumps(obj)
+    return cloudpickle.dumps(obj)
+
+
+#: The per-seed work of the runs this worker process has served, by loop identity.
+_WORKER_RUNS: dict[bytes, _SeedWork] = {}
+
+
+def _seed_task(task: dict[str, Any]) -> tuple[int, list[Any]]:
+    """A worker's share of one generation (module-level: it pickles by reference).
+
+    The loop is rebuilt once per worker from its class and constructor parameters (as
+    ``sklearn.base.clone`` would), so its lazily built state is not shipped each generation.
+    """
+    key = task["key"]
+    work = _WORKER_RUNS.get(key)
+    if work is None:
+        cls, params, cfg = pickle.loads(key)
+        _WORKER_RUNS.clear()  # one run at a time per worker
+        work = _WORKER_RUNS[key] = _SeedWork(cls(**params), cfg)
+    t = task["generation"]
+    if t == 0:
+        return task["chunk"], [work.initial(s) for s in task["seeds"]]
+    return task["chunk"], [work.advance(s, t, state, pool, star)
+                           for s, state, pool, star in zip(task["seeds"], task["states"],
+                                                           task["pools"], task["theta_star"])]
+
+
+class _Seeds:
+    """Runs the per-seed work of each generation, here or on ``loop.workers`` workers."""
+
+    def __init__(self, loop: Any, cfg: RetrainConfig, where: _Progress):
+        self.cfg, self.where = cfg, where
+        self.local = _SeedWork(loop, cfg, where)
+        self.backend = None
+        if cfg.workers > 1:
+            self.backend = make_backend(cfg.backend, cfg.workers, cfg.address)
+            self.key = _dumps((type(loop), loop.get_params(deep=False), cfg))
+
+    def run(self, t: int, seeds: list[int], states=None, pools=None, stars=None) -> list[Any]:
+        """Generation ``t`` of ``seeds`` (from their states, pools and θ*), in seed order."""
+        if self.backend is None or len(seeds) < 2:
+            if t == 0:
+                return [self.local.initial(s) for s in seeds]
+            return [self.local.advance(s, t, *a) for s, *a in zip(seeds, states, pools, stars)]
+        self.where.seed, self.where.generation = None, t
+        W = min(self.cfg.workers, len(seeds))
+        chunks = [list(range(j, len(seeds), W)) for j in range(W)]
+        tasks = [{"key": self.key, "generation": t, "chunk": j,
+                  "seeds": [seeds[i] for i in c],
+                  "states": None if t == 0 else [states[i] for i in c],
+                  "pools": None if t == 0 else [pools[i] for i in c],
+                  "theta_star": None if t == 0 else [stars[i] for i in c]}
+                 for j, c in enumerate(chunks)]
+        out: list[Any] = [None] * len(seeds)
+        for j, res in self.backend.map(_seed_task, tasks):  # chunks finish in any order
+            for i, r in zip(chunks[j], res):
+                out[i] = r
+        return out
+
+
 def _run_per_seed(loop, cfg, seeds, state_rec, where, health, done):
-    step = GenerationStep(loop, cfg)
+    work = _Seeds(loop, cfg, where)
     S = len(seeds)
-
-    def real(s: int, t: int) -> Any:
-        where.seed, where.generation = s, t
-        return _call(loop, "real_data", s, t, step.real_data, s, t)
-
-    fixed_real = [real(int(s), 0) for s in seeds]
-    n0 = [_call(loop, "data_size", int(s), 0, loop.data_size, r)
-          for s, r in zip(seeds, fixed_real)]
+    ids = [int(s) for s in seeds]
     if state_rec is None:
-        states, pools, thetas, rows = [], [None] * S, [], []
-        for i, s in enumerate(seeds):
-            s = int(s)
-            where.seed, where.generation = s, 0
-            state = _call(loop, "fit", s, 0, step.initial, s, fixed_real[i])
-            states.append(state)
-            thetas.append(_theta(loop, _call(loop, "theta", s, 0, loop.theta, state), s, 0))
-            m = _metrics(loop, _call(loop, "metrics", s, 0, loop.metrics, state,
-                                     stream(s, 0, "metrics")), s, 0)
-            rows.append(_row(s, 0, 0.0, n0[i], 0, m))
-        theta = _stack(loop, thetas, 0)
-        cols = _columns(rows)
+        res = work.run(0, ids)
+        states, pools = [r[0] for r in res], [None] * S
+        theta = _stack(loop, [r[1] for r in res], 0)
+        cols = _columns([r[2] for r in res])
         events = health.observe(0, seeds, theta, _domain_metrics(cols), np.zeros(S, bool))
         done(0, {"states": states, "pools": pools}, theta, cols, events)
         start = 1
@@ -543,42 +669,20 @@ def _run_per_seed(loop, cfg, seeds, state_rec, where, health, done):
     theta_star = where.blocks[0]["thetas"]
     d = theta_star.shape[1]
     keys = [k for k in where.blocks[-1]["columns"] if k not in ("seed", "generation")]
-    has_metrics = type(loop).metrics is not SelfConsumingLoop.metrics
     for t in range(start, cfg.generations + 1):
-        thetas, rows = [], []
         skip = health.stopped.copy()
-        for i, s in enumerate(seeds):
-            s = int(s)
+        todo = [i for i in range(S) if not skip[i]]
+        res = dict(zip(todo, work.run(t, [ids[i] for i in todo], [states[i] for i in todo],
+                                      [pools[i] for i in todo], [theta_star[i] for i in todo])))
+        thetas, rows = [], []
+        for i, s in enumerate(ids):
             if skip[i]:  # stopped at a non-finite value: NaN from here on, nothing computed
                 thetas.append(np.full(d, math.nan))
                 rows.append({"seed": s, "generation": t, **dict.fromkeys(keys, math.nan)})
                 continue
-            where.seed, where.generation = s, t
-            cur_real = fixed_real[i] if cfg.policy != "fresh_real" else real(s, t)
-            try:
-                res = step(s, t, states[i], cur_real, pools[i], n0[i])
-            except (StabfwError, KeyboardInterrupt):
-                raise
-            except Exception as err:
-                method = step.stage or "step"
-                raise GenerationError(f"{_where(loop, method, s, t)} raised "
-                                      f"{type(err).__name__}: {str(err)[:500]}", seed=s,
-                                      generation=t, method=method) from err
-            theta = _theta(loop, _call(loop, "theta", s, t, loop.theta, res.state), s, t)
-            if theta.shape != theta_star[i].shape:
-                raise LoopError(f"{_where(loop, 'theta', s, t)}: θ changed length from "
-                                f"{theta_star[i].size} (generation 0) to {theta.size}; θ must "
-                                "keep one length for the whole run", seed=s, generation=t,
-                                method="theta")
-            states[i], pools[i] = res.state, res.pool
+            states[i], pools[i], theta, row = res[i]
             thetas.append(theta)
-            diff = theta - theta_star[i]
-            dist = math.sqrt(float(diff @ diff))
-            # a loop without metrics gets no "metrics" stream: building one per
-            # seed-generation is a measurable share of a cheap loop's overhead
-            m = _metrics(loop, _call(loop, "metrics", s, t, loop.metrics, res.state,
-                                     stream(s, t, "metrics")), s, t) if has_metrics else {}
-            rows.append(_row(s, t, dist, res.n_real, res.n_synthetic, m))
+            rows.append(row)
         theta = np.stack(thetas)
         cols = _columns(rows)
         events = health.observe(t, seeds, theta, _domain_metrics(cols), skip)

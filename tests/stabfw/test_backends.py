@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from stabfw.errors import ConfigError
-from stabfw.experiments.backends import LocalBackend, RayBackend, SerialBackend, make_backend, worker_info
 from stabfw.experiments.sweep import run_sweep
+from stabfw.run.backends import LocalBackend, RayBackend, SerialBackend, make_backend, worker_info
 from stabfw.run.config import parse_config
 
 GRID = {"loop.lam": [0.5, ".inf"], "loop.vectorize": ["never", "always"]}
@@ -72,7 +72,7 @@ def test_torch_imported_inside_a_local_worker_has_one_thread():
 
 
 def test_ray_return_storage_writes_the_returned_files_on_the_driver(tmp_path):
-    from stabfw.experiments.backends import ray_task, write_returned
+    from stabfw.run.backends import ray_task, write_returned
 
     def fake_cell(task):  # what run_cell does: write files into task["dir"]
         from pathlib import Path
