@@ -364,6 +364,7 @@ class DiffusionLoop(SelfConsumingLoop):
             return build_unet(self.model, self._shape[0], self._size, self.model_overrides)
 
     def _workspace(self):
+        self._setup()
         if self._ws is None:
             from stabfw.domains.diffusion.runtime import shared_workspace
 
