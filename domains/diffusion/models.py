@@ -36,8 +36,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16,
                   down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
                   up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D")),
-    # Ho et al.'s CIFAR-10 model (35.7 M parameters; attention at 16×16).
+    # Ho et al.'s CIFAR-10 model exactly: 35,746,307 parameters, one attention head at
+    # 16×16 (attention_head_dim=None: a head as wide as the block), dropout 0.1.
     "ddpm-cifar10": dict(block_out_channels=(128, 256, 256, 256), layers_per_block=2,
+                         attention_head_dim=None,
                          down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D",
                                            "DownBlock2D"),
                          up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
@@ -45,6 +47,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                          freq_shift=1, dropout=0.1),
     # The same widths at 64×64 with attention at 16×16 (FFHQ-64).
     "ddpm-64": dict(block_out_channels=(128, 256, 256, 256), layers_per_block=2,
+                    attention_head_dim=None,
                     down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D",
                                       "DownBlock2D"),
                     up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
@@ -161,38 +164,76 @@ def _canon(v: Any) -> Any:
     return list(v) if isinstance(v, (list, tuple)) else v
 
 
+# Keys absent from configs written by old diffusers (e.g. the Hub's google/ddpm-cifar10-32)
+# whose meaning then differs from today's default: the old AttentionBlock had one head.
+_LEGACY_MEANING = {"attention_head_dim": None}
+# Training-time settings, not architecture: they do not change what the weights compute.
+_NOT_ARCHITECTURE = {"dropout", "sample_size", "num_train_timesteps"}
+
+
+def _checkpoint_mismatch(folder: Path, model) -> dict[str, tuple[Any, Any]]:
+    """Architecture keys on which ``folder/config.json`` and ``model.config`` disagree.
+
+    Only the keys written in the file are compared (an old config lacks the keys added
+    since), with :data:`_LEGACY_MEANING` for keys whose old meaning differs from today's
+    default.
+    """
+    import json
+
+    raw = json.loads((folder / "config.json").read_text())
+    for key, meaning in _LEGACY_MEANING.items():
+        raw.setdefault(key, meaning)
+    ours = dict(model.config)
+    return {k: (ours[k], raw[k]) for k in raw
+            if not k.startswith("_") and k not in _NOT_ARCHITECTURE and k in ours
+            and _canon(ours[k]) != _canon(raw[k])}
+
+
 def load_checkpoint(path: str | Path, model) -> dict[str, Any]:
     """Weights for ``model`` from a diffusers directory or a ``.safetensors``/``.bin`` file.
 
     A diffusers directory (``config.json`` + ``diffusion_pytorch_model.*``, as written by
-    ``save_pretrained``, or a pipeline folder with a ``unet/`` subfolder) is read with
-    ``UNet2DModel.from_pretrained(..., local_files_only=True)``, which also converts old
-    attention-key names; its architecture must match the configured one.
+    ``save_pretrained`` or as on the Hub, e.g. ``google/ddpm-cifar10-32``; or a pipeline
+    folder with a ``unet/`` subfolder) is read with ``UNet2DModel.from_pretrained(...,
+    local_files_only=True)``, which renames old attention weights (``query``, ``key``,
+    ``value``, ``proj_attn``) to today's (``to_q``, ``to_k``, ``to_v``, ``to_out.0``).
+    Its architecture must match the configured one on the keys its ``config.json``
+    states; ``dropout`` is a training setting and may differ.
+
+    EDM's own snapshots (``network-snapshot-*.pkl``) are rejected with an explanation:
+    they pickle NVIDIA's SongUNet/DhariwalUNet classes together with their
+    ``torch_utils`` persistence code, a different network from ``UNet2DModel`` (other
+    blocks, resampling filters and skip scaling), so there is no weight-for-weight
+    conversion.
     """
     import torch
 
     path = Path(path).expanduser()
+    if path.suffix == ".pkl":
+        raise ValueError(
+            f"domain.init_checkpoint: {path} is a pickle (EDM's network-snapshot-*.pkl format). "
+            "Those hold NVIDIA's SongUNet/DhariwalUNet, not a diffusers UNet2DModel, and need "
+            "NVIDIA's torch_utils to unpickle; no converter exists. Train generation 0 instead "
+            "(train_steps > 0, init_checkpoint: null) or give a UNet2DModel directory or "
+            ".safetensors file of the configured architecture")
     if path.is_dir():
         folder = next((f for f in (path, path / "unet") if (f / "config.json").is_file()), None)
         if folder is None:
             raise FileNotFoundError(
                 f"domain.init_checkpoint: {path} holds no config.json (a diffusers directory "
                 "written by UNet2DModel.save_pretrained, or a pipeline folder with unet/)")
+        differ = _checkpoint_mismatch(folder, model)
+        if differ:
+            shown = ", ".join(f"{k}: configured {a!r}, checkpoint {b!r}"
+                              for k, (a, b) in list(differ.items())[:4])
+            raise ValueError(f"domain.init_checkpoint: {folder} has another UNet config ({shown}); "
+                             "set domain.model / model_overrides to match it")
         from diffusers import UNet2DModel
 
         try:
             loaded = UNet2DModel.from_pretrained(str(folder), local_files_only=True)
         except (OSError, ValueError) as err:
             raise ValueError(f"domain.init_checkpoint: cannot load {folder}: {err}") from None
-        ours, theirs = dict(model.config), dict(loaded.config)
-        differ = {k: (ours[k], theirs[k]) for k in ours
-                  if not k.startswith("_") and k != "sample_size" and k in theirs
-                  and _canon(ours[k]) != _canon(theirs[k])}
-        if differ:
-            shown = ", ".join(f"{k}: configured {a!r}, checkpoint {b!r}"
-                              for k, (a, b) in list(differ.items())[:4])
-            raise ValueError(f"domain.init_checkpoint: {folder} has another UNet config ({shown}); "
-                             "set domain.model / model_overrides to match it")
         weights = loaded.state_dict()
     elif not path.is_file():
         raise FileNotFoundError(f"domain.init_checkpoint: no file or directory at {path}")

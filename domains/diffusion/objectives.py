@@ -19,7 +19,7 @@ log-normal σ, loss weighting λ(σ) = (σ² + σ_d²)/(σ σ_d)²).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["DDPMObjective", "EDMObjective", "make_objective"]
@@ -35,29 +35,28 @@ class DDPMObjective:
     """Ho et al.'s ε-prediction loss with diffusers' ``DDPMScheduler`` noise schedule.
 
     ``loss = E_{t, ε} ‖ε̂(√ᾱ_t x₀ + √(1 − ᾱ_t) ε, t) − ε‖²`` with t uniform on
-    ``0 … T − 1``.
+    ``0 … T − 1``. ``alphas_cumprod`` is ᾱ_t (float32 CPU tensor of length T) from
+    diffusers' ``DDPMScheduler``, built at construction.
     """
 
     num_train_timesteps: int = 1000
     beta_schedule: str = "linear"
     kind: str = "ddpm"
+    alphas_cumprod: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        # built here, not lazily on first use: a lazy build inside the compiled training
+        # step breaks its graph (a diffusers import and a Python-side cache)
+        from diffusers import DDPMScheduler
+
+        ac = DDPMScheduler(**self.scheduler_config()).alphas_cumprod.clone()
+        object.__setattr__(self, "alphas_cumprod", ac)
 
     def scheduler_config(self) -> dict[str, Any]:
         """Keyword arguments shared by the DDPM and DDIM schedulers of this objective."""
         return dict(num_train_timesteps=self.num_train_timesteps,
                     beta_schedule=self.beta_schedule, prediction_type="epsilon",
                     clip_sample=True, clip_sample_range=1.0)
-
-    @property
-    def alphas_cumprod(self):
-        """ᾱ_t of the schedule (float32 CPU tensor of length T), from ``DDPMScheduler``."""
-        cached = self.__dict__.get("_ac")
-        if cached is None:
-            from diffusers import DDPMScheduler
-
-            cached = DDPMScheduler(**self.scheduler_config()).alphas_cumprod.clone()
-            object.__setattr__(self, "_ac", cached)
-        return cached
 
     def draw(self, n: int, generator, device):
         import torch
@@ -153,7 +152,7 @@ def make_objective(kind: str, params: dict[str, Any] | None = None):
     if cls is None:
         raise ValueError(f"domain.objective: unknown objective {kind!r}; accepted: ddpm, edm")
     params = dict(params or {})
-    allowed = {f.name for f in dataclasses.fields(cls)} - {"kind"}
+    allowed = {f.name for f in dataclasses.fields(cls) if f.init} - {"kind"}
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise ValueError(f"domain.objective_params: unknown key(s) {unknown} for {kind!r}; "

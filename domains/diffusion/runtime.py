@@ -4,7 +4,10 @@ A :class:`Runtime` is resolved once from the domain's options (``"auto"`` picks 
 GPU settings on CUDA and plain fp32 eager on CPU). A :class:`Workspace` holds the
 device-side modules — one fp32 module for training, one (bf16 on GPU) for sampling — and
 their compiled callables, built on first use and reused by every fit and every sampling
-call of the process, so ``torch.compile`` compiles once. Weights travel in and out as
+call of the process, so ``torch.compile`` compiles once. :func:`shared_workspace` keeps
+one per architecture, image shape, objective and runtime for the whole process, so the
+generations of a run and the cells of a sweep in one worker share the compiled code.
+Weights travel in and out as
 CPU state dicts; nothing compiled ever enters a (pickled) state.
 """
 
@@ -16,7 +19,8 @@ from typing import Any
 
 from stabfw.domains.diffusion.models import cast_module
 
-__all__ = ["COMPILE_MODES", "Runtime", "Workspace", "resolve_runtime"]
+__all__ = ["COMPILE_MODES", "Runtime", "Workspace", "clear_workspaces", "resolve_runtime",
+           "shared_workspace"]
 
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune",
                  "max-autotune-no-cudagraphs")
@@ -118,6 +122,8 @@ class Workspace:
         self._train_loss = None
         self._sample_model = None
         self._sample_net = None
+        self.eager_train_loss = None  # the uncompiled functions (for torch._dynamo.explain)
+        self.eager_sample_forward = None
         if runtime.device_type == "cuda":
             import torch
 
@@ -163,6 +169,7 @@ class Workspace:
                                     enabled=rt.bf16):
                     return objective.loss(net, x0, eps, aux)
 
+            self.eager_train_loss = loss
             self._train_loss = (torch.compile(loss, mode=rt.compile_mode, dynamic=False)
                                 if rt.compile_mode else loss)
         return self._train_loss
@@ -188,6 +195,7 @@ class Workspace:
                     y = y.contiguous(memory_format=torch.channels_last)
                 return model(y, t).sample.float()
 
+            self.eager_sample_forward = forward
             fwd = (torch.compile(forward, mode=rt.compile_mode, dynamic=False)
                    if rt.compile_mode else forward)
             if rt.cuda_graphs:
@@ -201,3 +209,30 @@ class Workspace:
             self._sample_net = net
         self._sample_model.load_state_dict(weights)
         return self._sample_net
+
+
+_SHARED: dict[Any, Workspace] = {}
+
+
+def shared_workspace(key: Any, build: Callable[[], Any], objective: Any,
+                     runtime: Runtime) -> Workspace:
+    """The process's :class:`Workspace` for ``key``, built on first request.
+
+    Parameters
+    ----------
+    key : hashable
+        Everything the device modules depend on besides their weights: the architecture,
+        the image shape, the objective and the runtime. Equal keys get the same object,
+        hence the same compiled callables (one compilation per process).
+    build, objective, runtime :
+        As for :class:`Workspace`; used only when ``key`` is new.
+    """
+    ws = _SHARED.get(key)
+    if ws is None:
+        ws = _SHARED[key] = Workspace(build, objective, runtime)
+    return ws
+
+
+def clear_workspaces() -> None:
+    """Forget the process's workspaces (their device memory is freed with them)."""
+    _SHARED.clear()

@@ -132,22 +132,3 @@ def test_digits_config_end_to_end(tmp_path):
         assert final["lam=inf"]["dist_to_theta_star"] > final[cell]["dist_to_theta_star"]
         assert final["lam=inf"]["fd_digits_mlp"] > final[cell]["fd_digits_mlp"]
     assert (out / "report.png").is_file()
-
-
-def test_gpu_check_script_runs_at_toy_size_on_cpu(capsys):
-    """The prepared GPU script's code paths (naive and domain loops), eager on CPU."""
-    import importlib.util
-
-    path = CONFIGS.parent / "benchmarks" / "gpu_diffusion_check.py"
-    spec = importlib.util.spec_from_file_location("gpu_diffusion_check", path)
-    check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(check)
-    argv = ["--device", "cpu", "--preset", "tiny", "--channels", "1", "--image-size", "8",
-            "--train-batch", "8", "--naive-train-batch", "8", "--train-steps", "4",
-            "--sample-batch", "8", "--naive-sample-batch", "8", "--sample-steps", "3",
-            "--compile", "off"]
-    assert check.main(argv) == 0
-    out = capsys.readouterr().out
-    for key in ("RESULT training_ratio=", "RESULT sampling_ratio=",
-                "RESULT estimated_generation_seconds="):
-        assert key in out
