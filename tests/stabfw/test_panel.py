@@ -84,6 +84,6 @@ def test_moments_are_additive_over_blocks_and_few_seeds_use_blocks():
     np.testing.assert_allclose(B1.sum(0), B2.sum(0))
     assert n1.sum() == n2.sum() == 3 * 39
     p = panel_rate(X[:2], vector=False)
-    assert p.unit == "block" and p.n_units == 2 * 8
+    assert p.unit == "block" and p.n_units == 2 * 6  # 39 pairs in blocks of ⌈√39⌉ = 7
     short = panel_rate(X[:1, :12])
     assert short.status == "too_few_units" and np.isnan(short.rate_ci[0])
