@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from stabfw.core.capabilities import Capabilities
+from stabfw.core.capabilities import Capabilities, MetricInfo
 from stabfw.core.loop import SelfConsumingLoop
 
 __all__ = ["DiffusionLoop", "DiffusionState", "clear_caches"]
@@ -554,6 +554,20 @@ class DiffusionLoop(SelfConsumingLoop):
             idx = np.sort(np.random.default_rng(0).choice(feats.shape[0], n, replace=False))
             _REFERENCE[key] = (mu, sigma, feats[idx])
         return _REFERENCE[key]
+
+    def metric_info(self) -> dict[str, MetricInfo]:
+        """What each metric measures (diversity metrics heading to zero mean collapse)."""
+        out = {"train_loss": MetricInfo("other", "lower"), "nfe_per_image": MetricInfo("other")}
+        out.update({
+            "fid": MetricInfo("quality", "lower", "Fréchet Inception distance"),
+            "precision": MetricInfo("quality", "higher"),
+            "recall": MetricInfo("diversity", "higher", "share of real data covered"),
+            "fd_digits_mlp": MetricInfo("quality", "lower", "Fréchet distance (digits MLP)"),
+            "precision_digits_mlp": MetricInfo("quality", "higher"),
+            "recall_digits_mlp": MetricInfo("diversity", "higher"),
+            "confidence_digits_mlp": MetricInfo("quality", "higher"),
+        })
+        return out
 
     def metrics(self, state: DiffusionState, rng: np.random.Generator) -> dict[str, float]:
         """Training loss, NFE per image and, unless ``metric_features: none``, the
