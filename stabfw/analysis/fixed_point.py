@@ -615,4 +615,5 @@ def solve_from_theta_star(G: RetrainingMap, options: SolveOptions | None = None,
             "distance_to_theta_star": float(np.linalg.norm(sol.fixed_point - theta_star)),
             "seed": G.seed}
     return FixedPointSolution(sol.fixed_point, sol.status, sol.residuals, sol.n_evaluations,
-                              sol.method, sol.residual, sol.tol, sol.wall_time, info)
+                              sol.method, sol.residual, sol.tol, sol.wall_time, info,
+                              sol.local_rate, sol.stability)
