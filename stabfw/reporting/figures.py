@@ -127,7 +127,8 @@ def plot_analysis(results: dict, path: str | Path, title: str | None = None) -> 
             if fp.get("stationary_level"):
                 ax.axhline(fp["stationary_level"], color="gray", ls=":", lw=1,
                            label=f"stationary level {fp['stationary_level']:.3g}")
-            ax.set_yscale("log")
+            if np.nanmax(np.where(np.isfinite(d), d, 0.0)) > 0:  # λ = 0: θ never moves
+                ax.set_yscale("log")
             ax.set_xlabel("generation")
             ax.set_ylabel("‖θ_t − θ*‖ (log)")
             rate = fp.get("rate")
