@@ -130,7 +130,8 @@ def headline_row(lam: float | None, analysis: Mapping[str, Any],
 
 
 def _row_text(row: Mapping[str, Any]) -> str:
-    parts = [f"λ = {_lam_text(row['lam'])}: {row['verdict'] or 'no verdict'}"]
+    who = "the loop" if row["lam"] is None else f"λ = {_lam_text(row['lam'])}"
+    parts = [f"{who}: {row['verdict'] or 'no verdict'}"]
     if row["verdict"] == "collapsing" and row["collapsing_metrics"]:
         parts[0] += f" ({', '.join(row['collapsing_metrics'])} → 0)"
     rate, rci = row["rate"], row["rate_ci"]
