@@ -485,7 +485,11 @@ class FixedPointAnalyzer:
         with np.errstate(divide="ignore"):
             s_b, s_lo, s_hi = _trend(np.log(np.maximum(steps[:, max(h - 1, 0):], 1e-300)),
                                      np.arange(max(h, 1), T1, dtype=float), z)
-        growing = bool(np.isfinite(g_lo) and g_lo > 0)
+        # over the whole run too: a short panel's second half can be too few generations
+        a_b, a_lo, a_hi = _trend(dist[:, 1:] ** 2, np.arange(1, T1, dtype=float), z)
+        growing = bool((np.isfinite(g_lo) and g_lo > 0)
+                       or (np.isfinite(a_lo) and a_lo > 0 and g_b > 0))
+        ev.update({"sq_distance_slope_all": a_b, "sq_distance_slope_all_ci": [a_lo, a_hi]})
         steps_decay = bool(np.isfinite(s_hi) and s_hi < 0)
         ev.update({"sq_distance_slope": g_b, "sq_distance_slope_ci": [g_lo, g_hi],
                    "growing": growing, "step_log_slope": s_b, "step_log_slope_ci": [s_lo, s_hi],
