@@ -82,6 +82,7 @@ def test_moments_are_additive_over_blocks_and_few_seeds_use_blocks():
     A2, B2, C2, n2 = difference_moments(X, block=7)
     np.testing.assert_allclose(A1.sum(0), A2.sum(0))
     np.testing.assert_allclose(B1.sum(0), B2.sum(0))
+    np.testing.assert_allclose(C1.sum(0), C2.sum(0))
     assert n1.sum() == n2.sum() == 3 * 39
     p = panel_rate(X[:2], vector=False)
     assert p.unit == "block" and p.n_units == 2 * 6  # 39 pairs in blocks of ⌈√39⌉ = 7
