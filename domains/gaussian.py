@@ -31,6 +31,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
+from stabfw.core.capabilities import MetricInfo
 from stabfw.core.loop import SelfConsumingLoop, VectorizedLoop
 from stabfw.core.streams import (
     chisquares,
@@ -451,6 +452,14 @@ class GaussianLoop(SelfConsumingLoop, VectorizedLoop):
         cov = np.zeros((d, d))
         cov[np.triu_indices(d)] = theta[d:]
         return GaussianState(mean, cov + np.triu(cov, 1).T)
+
+    def metric_info(self) -> dict[str, MetricInfo]:
+        """What each metric measures (diversity metrics heading to zero mean collapse)."""
+        return {
+            "mean_sq_err_true": MetricInfo("error", "lower", "‖μ̂ − μ_true‖² (squared data units)"),
+            "cov_trace": MetricInfo("diversity", None, "trace of the fitted covariance (data units²)"),
+            "cov_logdet": MetricInfo("diversity", None, "log det of the fitted covariance"),
+        }
 
     def metrics(self, state: GaussianState, rng: np.random.Generator) -> dict[str, float]:
         self._setup()

@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from stabfw.core.capabilities import MetricInfo
 from stabfw.core.loop import SelfConsumingLoop
 from stabfw.errors import ConfigError
 
@@ -399,6 +400,15 @@ class Toy2DFlowLoop(SelfConsumingLoop):
     def log_prob(self, state: FlowState, x: Any) -> np.ndarray:
         """log p_θ(x) per point."""
         return self.score(x, state)
+
+    def metric_info(self) -> dict[str, MetricInfo]:
+        """What each metric measures (diversity metrics heading to zero mean collapse)."""
+        return {
+            "nll_test": MetricInfo("error", "lower", "held-out negative log-likelihood (nats)"),
+            "w1_sliced": MetricInfo("error", "lower", "sliced Wasserstein-1 to held-out data"),
+            "sample_var": MetricInfo("diversity", None, "total variance of model samples"),
+            "fit_grad_norm": MetricInfo("other", "lower", "gradient norm at the fit"),
+        }
 
     def metrics(self, state: FlowState, rng: np.random.Generator) -> dict[str, float]:
         import torch

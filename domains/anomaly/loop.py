@@ -45,7 +45,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from stabfw.core.capabilities import Capabilities
+from stabfw.core.capabilities import Capabilities, MetricInfo
 from stabfw.core.loop import SelfConsumingLoop
 from stabfw.domains.anomaly.data import (
     ADMITTED,
@@ -457,6 +457,22 @@ class AnomalyLoop(SelfConsumingLoop):
         theta = np.asarray(theta, dtype=float)
         model = self._det.with_theta(state.model, theta[:-1])
         return DetectorState(model, self._det.theta_to_threshold(theta[-1]), dict(state.info))
+
+    def metric_info(self) -> dict[str, MetricInfo]:
+        """What each metric measures (diversity metrics heading to zero mean collapse)."""
+        q = MetricInfo("quality", "higher")
+        return {
+            "roc_auc": q, "average_precision": q, "recall_at_fpr": q,
+            "threshold": MetricInfo("other"),
+            "test_fpr": MetricInfo("error", "lower", "share of test normals rejected"),
+            "normal_admit_rate": MetricInfo("diversity", "higher",
+                                            "share of the normal stream the detector admits"),
+            "anomaly_admit_rate": MetricInfo("error", "lower"),
+            "admitted_anomaly_frac": MetricInfo("error", "lower"),
+            "anomalies_admitted_total": MetricInfo("other"),
+            "train_anomaly_frac": MetricInfo("error", "lower"),
+            "stream_batch": MetricInfo("other"),
+        }
 
     def metrics(self, state: DetectorState, rng: np.random.Generator) -> dict[str, float]:
         self._setup()

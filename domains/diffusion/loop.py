@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from stabfw.core.capabilities import Capabilities
+from stabfw.core.capabilities import Capabilities, MetricInfo
 from stabfw.core.loop import SelfConsumingLoop
 
 __all__ = ["EDM_FINETUNE_LR", "DiffusionLoop", "DiffusionState", "clear_caches", "fid_name"]
@@ -650,6 +650,20 @@ class DiffusionLoop(SelfConsumingLoop):
             np.savez(tmp, mu=mu, sigma=sigma, subset=feats[idx])
             tmp.replace(path)  # atomic: a reader never sees half a file
         return _REFERENCE[key]
+
+    def metric_info(self) -> dict[str, MetricInfo]:
+        """What each metric measures (diversity metrics heading to zero mean collapse)."""
+        out = {"train_loss": MetricInfo("other", "lower"), "nfe_per_image": MetricInfo("other")}
+        out.update({
+            "fid": MetricInfo("quality", "lower", "Fréchet Inception distance"),
+            "precision": MetricInfo("quality", "higher"),
+            "recall": MetricInfo("diversity", "higher", "share of real data covered"),
+            "fd_digits_mlp": MetricInfo("quality", "lower", "Fréchet distance (digits MLP)"),
+            "precision_digits_mlp": MetricInfo("quality", "higher"),
+            "recall_digits_mlp": MetricInfo("diversity", "higher"),
+            "confidence_digits_mlp": MetricInfo("quality", "higher"),
+        })
+        return out
 
     def metrics(self, state: DiffusionState, rng: np.random.Generator) -> dict[str, float]:
         """Training loss, NFE per image and, unless ``metric_features: none``, the

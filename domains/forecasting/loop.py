@@ -47,7 +47,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pandas as pd
 
-from stabfw.core.capabilities import Capabilities
+from stabfw.core.capabilities import Capabilities, MetricInfo
 from stabfw.core.loop import SelfConsumingLoop
 from stabfw.domains.forecasting import data as hist
 from stabfw.domains.forecasting.family import Conditioned, Family, ForecastState
@@ -414,6 +414,19 @@ class ForecastingLoop(SelfConsumingLoop):
         if state.diverged:
             return self._diverged()
         return self._family.with_theta(state, np.asarray(theta, dtype=float))
+
+    def metric_info(self) -> dict[str, MetricInfo]:
+        """What each metric measures (diversity metrics heading to zero mean collapse)."""
+        out = {
+            "mase": MetricInfo("error", "lower", "mean absolute scaled error"),
+            "smape": MetricInfo("error", "lower", "symmetric MAPE (%)"),
+            "pi_coverage": MetricInfo("quality", None, "empirical prediction-interval coverage"),
+            "pi_width": MetricInfo("diversity", None, "mean prediction-interval width"),
+        }
+        # the fitted parameters' columns are known once a state has been scored
+        for k in getattr(self, "_metric_keys", []):
+            out.setdefault(k, MetricInfo("other"))
+        return out
 
     def metrics(self, state: ForecastState, rng: np.random.Generator) -> dict[str, float]:
         self._setup()

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from stabfw.core.capabilities import Capabilities
+from stabfw.core.capabilities import Capabilities, MetricInfo
 from stabfw.core.loop import SelfConsumingLoop
 from stabfw.core.streams import key_of, stream
 from stabfw.domains.rl.data import Transitions
@@ -292,6 +292,16 @@ class BehaviorCloningLoop(SelfConsumingLoop):
         """Action probabilities (discrete) or means and log-std (continuous) on the probe set."""
         self._setup()
         return self._spec.signature(state.theta, self._probe)
+
+    def metric_info(self) -> dict[str, MetricInfo]:
+        """What each metric measures (diversity metrics heading to zero mean collapse)."""
+        return {
+            "return_mean": MetricInfo("quality", "higher", "mean evaluation return"),
+            "return_ci95": MetricInfo("other", None, "95 % half-width of the return"),
+            "success_rate": MetricInfo("quality", "higher"),
+            "kl_expert_policy": MetricInfo("error", "lower", "mean KL(expert ‖ policy), nats"),
+            "action_entropy": MetricInfo("diversity", None, "mean policy entropy, nats"),
+        }
 
     def metrics(self, state: PolicyState, rng: np.random.Generator) -> dict[str, float]:
         from scipy import stats

@@ -7,6 +7,7 @@ The section's schema is :class:`stabfw.run.analysis_config.AnalysisConfig`.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from stabfw.analysis.bounds import estimate_constants, theorem1_curve
 from stabfw.analysis.critical import critical_lambda, spectral_radius_scan
 from stabfw.analysis.fixed_point import FixedPointAnalyzer, solve_from_theta_star
+from stabfw.analysis.headline import run_headline, theory_for
 from stabfw.analysis.jacobian import JacobianAnalyzer
 from stabfw.run.analysis_config import (
     METHOD_OPTIONS,
@@ -64,9 +66,9 @@ def analyze_run(
     -------
     dict
         ``fixed_point``, ``fixed_point_metrics``, ``jacobian`` (per method), ``solve``,
-        ``lambda_curve``, ``critical_lambda`` — whichever ran.
+        ``lambda_curve``, ``critical_lambda`` — whichever ran — and ``headline``
+        (:func:`stabfw.analysis.headline.run_headline`).
     """
-    log = _Log(progress)
     traj = source if isinstance(source, Trajectory) else Trajectory.load(source)
     if cfg is None:
         cfg = parse_config(traj.config)
@@ -76,6 +78,26 @@ def analyze_run(
         analysis = cfg.analysis or AnalysisConfig(jacobian=JacobianOptions())
     elif not isinstance(analysis, AnalysisConfig):
         analysis = AnalysisConfig.model_validate(analysis)
+    results = _analyze(traj, cfg, analysis, _Log(progress))
+    if analysis.headline is not None:
+        results["headline"] = run_headline(results, cfg.loop.lam,
+                                           **headline_options(analysis.headline, cfg))
+    return results
+
+
+def headline_options(o: Any, cfg: RunConfig) -> dict[str, Any]:
+    """``theory`` and ``constants`` of :func:`~stabfw.analysis.headline.run_headline` from
+    an ``analysis.headline`` section (``theory: auto`` resolved for the run's domain)."""
+    theory = (theory_for(cfg.domain.name, cfg.loop.policy) if o.theory == "auto"
+              else (None if o.theory == "none" else o.theory))
+    consts = o.constants
+    if consts is None and cfg.analysis is not None and cfg.analysis.lambda_curve is not None:
+        consts = cfg.analysis.lambda_curve.constants
+    return {"theory": theory, "constants": consts}
+
+
+def _analyze(traj: Trajectory, cfg: RunConfig, analysis: AnalysisConfig,
+             log: _Log) -> dict[str, Any]:
     results: dict[str, Any] = {}
 
     if analysis.fixed_point is not None:
@@ -83,10 +105,14 @@ def analyze_run(
         fpa = FixedPointAnalyzer(confidence=o.confidence, burn_in=o.burn_in,
                                  n_bootstrap=o.n_bootstrap)
         log("fixed-point analyzer on θ")
-        results["fixed_point"] = fpa.analyze(traj).to_dict()
+        info = traj.meta.get("metric_info")
+        if info is None:  # a run saved before metric kinds were recorded: ask the domain
+            info = {k: v.to_dict() for k, v in
+                    make(cfg.domain.name, **cfg.domain.params).metric_info().items()}
+        results["fixed_point"] = fpa.analyze(traj, metric_info=info).to_dict()
         if o.metrics:
-            results["fixed_point_metrics"] = {m: fpa.analyze(traj, metric=m).to_dict()
-                                              for m in o.metrics}
+            results["fixed_point_metrics"] = {
+                m: fpa.analyze(traj, metric=m, metric_info=info).to_dict() for m in o.metrics}
 
     need_loop = any(getattr(analysis, k) is not None
                     for k in ("jacobian", "solve", "lambda_curve", "critical_lambda"))
@@ -121,8 +147,12 @@ def analyze_run(
         jac = {}
         for method in o.methods:
             log(f"Jacobian by {method} at {o.at}")
+            kw = {}
+            if o.seeds > 1 and "seeds" in inspect.signature(JacobianAnalyzer).parameters:
+                kw["seeds"] = o.seeds  # replicates, where the analyzer measures them
             an = JacobianAnalyzer(method=method, spectrum=o.spectrum, k=o.k, tol=o.tol,
-                                  seed=o.seed, bounds=o.bounds, options=_for(method, o.options))
+                                  seed=o.seed, bounds=o.bounds, options=_for(method, o.options),
+                                  **kw)
             res = an.analyze(loop, cfg.loop, at=at, retraining_map=G)
             jac_results[res.method] = res
             jac[res.method] = res.to_dict()

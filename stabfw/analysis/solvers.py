@@ -51,6 +51,14 @@ class FixedPointSolution(AnalysisResult):
         The absolute tolerance that was applied (``atol + rtol·‖x‖``).
     wall_time : float
         Seconds.
+    local_rate : float
+        |λ_max| of the map's Jacobian at ``fixed_point``, by power iteration on
+        finite differences (NaN when not checked).
+    stability : {"attracting", "repelling", "unknown"}
+        ``attracting`` when ``local_rate`` < 1, ``repelling`` when > 1 — each only when the
+        power iteration settled (last two estimates within 5 %) and |local_rate − 1| exceeds
+        their spread; ``unknown`` otherwise. A "converged" solve at a repelling point is a
+        fixed point the loop itself runs away from.
     """
 
     fixed_point: np.ndarray
@@ -62,6 +70,8 @@ class FixedPointSolution(AnalysisResult):
     tol: float
     wall_time: float
     info: dict[str, Any] = field(default_factory=dict)
+    local_rate: float = math.nan
+    stability: Literal["attracting", "repelling", "unknown"] = "unknown"
 
     @property
     def converged(self) -> bool:
@@ -78,6 +88,8 @@ class FixedPointSolution(AnalysisResult):
             "n_evaluations": int(self.n_evaluations),
             "wall_time": round(float(self.wall_time), 4),
             "residuals": self.residuals,
+            "local_rate": self.local_rate,
+            "stability": self.stability,
             **self.info,
         }
         if self.fixed_point.size <= 50:
@@ -270,9 +282,49 @@ def anderson(
 SOLVERS: dict[str, Callable[..., FixedPointSolution]] = {"picard": picard, "anderson": anderson}
 
 
+def local_rate(G: Callable[[np.ndarray], np.ndarray], x: Any, steps: int = 8,
+               fd_step: float = 1e-5, seed: int = 0) -> tuple[float, float, int]:
+    """|λ_max| of G's Jacobian at ``x`` by power iteration on forward differences.
+
+    Returns ``(rate, spread, evaluations)``: the last estimate ‖J v_k‖ and its change from
+    the one before (the iteration's own error indicator; not a statistical interval).
+    """
+    x = np.asarray(x, dtype=float).reshape(-1)
+    gx = np.asarray(G(x), dtype=float)
+    h = fd_step * max(1.0, float(np.linalg.norm(x)))
+    v = np.random.default_rng(seed).standard_normal(x.size)
+    v /= np.linalg.norm(v)
+    est: list[float] = []
+    for _ in range(steps):
+        jv = (np.asarray(G(x + h * v), dtype=float) - gx) / h
+        r = float(np.linalg.norm(jv))
+        if not math.isfinite(r):
+            return math.nan, math.nan, len(est) + 1
+        est.append(r)
+        if r == 0.0:
+            break
+        v = jv / r
+    spread = abs(est[-1] - est[-2]) if len(est) > 1 else math.inf
+    return est[-1], spread, len(est) + 1
+
+
 def solve_fixed_point(G: Callable[[np.ndarray], np.ndarray], x0: Any, method: str = "anderson",
+                      check_stability: bool = True, power_steps: int = 8,
                       **options: Any) -> FixedPointSolution:
-    """Find a fixed point of ``G`` from ``x0`` with ``method`` ("picard" or "anderson")."""
+    """Find a fixed point of ``G`` from ``x0`` with ``method`` ("picard" or "anderson"),
+    and (``check_stability``) whether it attracts: ``local_rate`` and ``stability`` by
+    ``power_steps`` finite-difference power iterations at the solution."""
     if method not in SOLVERS:
         raise ValueError(f"method must be one of {', '.join(SOLVERS)}; got {method!r}")
-    return SOLVERS[method](G, x0, **options)
+    sol = SOLVERS[method](G, x0, **options)
+    if not check_stability or not np.all(np.isfinite(sol.fixed_point)):
+        return sol
+    rate, spread, n = local_rate(G, sol.fixed_point, steps=power_steps)
+    settled = math.isfinite(rate) and spread <= 0.05 * max(rate, 1e-12)
+    stability = "unknown"
+    if settled and abs(rate - 1.0) > spread:
+        stability = "attracting" if rate < 1 else "repelling"
+    info = {**sol.info, "local_rate_spread": spread, "local_rate_evaluations": n}
+    return FixedPointSolution(sol.fixed_point, sol.status, sol.residuals, sol.n_evaluations + n,
+                              sol.method, sol.residual, sol.tol, sol.wall_time, info, rate,
+                              stability)

@@ -13,9 +13,11 @@ from stabfw._util.jsonio import read_json, write_json
 from stabfw._util.numbers import fmt
 from stabfw._util.yamlio import load_yaml
 from stabfw.analysis.pipeline import analyze_run
+from stabfw.analysis.recorded import analyze_recorded, load_recorded
 from stabfw.cli.common import add_set_option
 from stabfw.errors import ConfigError, RunDirError, StabfwError
 from stabfw.experiments.single import write_analysis_figure
+from stabfw.reporting.figures import plot_analysis
 from stabfw.run.config import apply_overrides, parse_config
 from stabfw.run.rundir import add_to_manifest
 from stabfw.run.trajectory import Trajectory
@@ -24,8 +26,15 @@ __all__ = ["register"]
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    """Analyse a run directory; merge the results into its ``summary.json``."""
+    """Analyse a run directory (merging the results into its ``summary.json``), or a
+    trajectory recorded elsewhere (a ``.csv`` or ``.npz`` file)."""
     run_dir = Path(args.run_dir)
+    if run_dir.suffix.lower() in (".csv", ".npz") or (run_dir.is_file()):
+        return _analyze_file(args, run_dir)
+    for opt in ("theta", "metrics", "diversity", "burn_in", "confidence"):
+        if getattr(args, opt) is not None:
+            raise ConfigError(f"--{opt.replace('_', '-')} applies to a recorded .csv/.npz file, "
+                              f"not to a run directory ({run_dir})")
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: no such run directory", run_dir)
     traj = Trajectory.load(run_dir)  # verified against the run's manifest
@@ -66,6 +75,41 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze_file(args: argparse.Namespace, path: Path) -> int:
+    """``stabfw analyze FILE.csv|FILE.npz``: the verdict/rate/level/limit report."""
+    if args.confidence is not None and not 0 < args.confidence < 1:
+        raise ConfigError(f"--confidence must lie in (0, 1), got {args.confidence}")
+    if args.burn_in is not None and args.burn_in < 0:
+        raise ConfigError(f"--burn-in must be ≥ 0, got {args.burn_in}")
+    panel = load_recorded(path, theta=args.theta, metrics=args.metrics)
+    results = analyze_recorded(panel, diversity=args.diversity,
+                               confidence=args.confidence or 0.9, burn_in=args.burn_in)
+    out = Path(args.out) if args.out else path.parent / f"{path.stem}_analysis"
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "analysis.json", results)
+    wrote = [out / "analysis.json"]
+    if not args.no_report:
+        wrote.append(plot_analysis({"fixed_point": results["fixed_point"]}, out / "analysis.png",
+                                   title=f"{path.name}: {panel.theta.shape[0]} seeds × "
+                                         f"{panel.theta.shape[1] - 1} generations"))
+    fp = results["fixed_point"]
+    print(f"fixed point: {fp['verdict']} — {fp['verdict_reason']}")
+    print(f"  limit θ̂_∞ {fmt(fp['limit_distance_to_theta_star'])} from θ* (generation 0); "
+          f"level {fmt(fp['level'])}; burn-in {fp['burn_in']} generations")
+    for m, r in (results.get("fixed_point_metrics") or {}).items():
+        print(f"{m}: {r['verdict']} — {r['verdict_reason']}")
+    print_headline_dict(results["headline"])
+    print("wrote " + " and ".join(str(w) for w in wrote))
+    return 0
+
+
+def print_headline_dict(h: dict[str, Any]) -> None:
+    """The headline sentences of a headline dict."""
+    print("headline:")
+    for row in h.get("rows", []):
+        print(f"  {row.get('text')}")
+
+
 def _nonfinite_context(traj: Trajectory, run_dir: Path) -> str:
     """Why an analyzer may have failed: the run's θ is not finite everywhere."""
     bad = ~np.isfinite(traj.params).all(axis=-1)  # (seeds, generations + 1)
@@ -84,7 +128,7 @@ def _nonfinite_context(traj: Trajectory, run_dir: Path) -> str:
 def _print_summary(results: dict[str, Any]) -> None:
     fp = results.get("fixed_point")
     if fp:
-        print(f"fixed point: {fp['verdict']} — {fp['reason']}")
+        print(f"fixed point: {fp['verdict']} — {fp.get('verdict_reason', fp.get('reason'))}")
     for name, r in (results.get("jacobian") or {}).items():
         print(f"ρ(J) by {name}: {fmt(r['spectral_radius'])} (norm {fmt(r['spectral_norm'])}, "
               f"{r['n_matvecs']} applications, {r['wall_time']:.1f} s, residual "
@@ -100,13 +144,34 @@ def _print_summary(results: dict[str, Any]) -> None:
               f"{s['n_evaluations']} map evaluations")
     if results.get("critical_lambda"):
         c = results["critical_lambda"]
-        print(f"critical λ: {fmt(c['lam_star'])} ± {fmt(c['uncertainty'])} ({c['status']})")
+        print(f"critical λ: {fmt(c.get('lam_star'))} ± {fmt(c.get('uncertainty'))} "
+              f"({c.get('status')})")
+    if results.get("headline"):
+        print_headline_dict(results["headline"])
+        crit = (results["headline"].get("critical") or {}).get("text")
+        if crit:
+            print(f"  {crit}")
 
 
 def register(sub) -> None:
     """Add ``stabfw analyze`` to the CLI's subparsers."""
-    p = sub.add_parser("analyze", help="run the fixed-point and Jacobian analyzers on a run")
-    p.add_argument("run_dir", help="a finished run directory (from `stabfw run`)")
+    p = sub.add_parser(
+        "analyze", help="run the fixed-point and Jacobian analyzers on a run, or on a "
+        "trajectory recorded elsewhere (.csv / .npz)",
+        description="RUN_DIR: a finished run directory (from `stabfw run`). FILE.csv: columns "
+                    "seed, generation, then θ entries and/or metrics; FILE.npz: theta "
+                    "(seeds × generations+1 × d) and optional metric arrays. A file gets the "
+                    "fixed-point report (verdict, rate, level, limit) in OUT/analysis.json.")
+    p.add_argument("run_dir", metavar="RUN_DIR|FILE",
+                   help="a finished run directory, or a recorded .csv/.npz trajectory")
+    p.add_argument("--theta", help="file: comma-separated θ columns (default: all but "
+                                   "seed, generation and --metrics; NPZ: the array name)")
+    p.add_argument("--metrics", help="file: comma-separated metric columns/arrays")
+    p.add_argument("--diversity", help="file: which metrics measure diversity (collapse = "
+                                       "one heading to 0)")
+    p.add_argument("--confidence", type=float, help="file: interval level (default 0.9)")
+    p.add_argument("--burn-in", type=int, help="file: first stationary generation "
+                                               "(default: chosen from the data)")
     p.add_argument("--config", help="a YAML file whose 'analysis:' section replaces the run's")
     add_set_option(p, "analysis.jacobian.methods=[dense,implicit]")
     p.add_argument("--out", help="where to write (default: the run directory)")

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from stabfw.cli.common import add_set_option, default_out
+from stabfw.cli.common import add_set_option, default_out, print_headline
 from stabfw.errors import ConfigError
 from stabfw.experiments.runfile import run_config
 from stabfw.run.config import load_config
@@ -48,6 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{out}/ holds this run, finished already for the same configuration; "
               "nothing to do")
         return 0
+    print_headline(out, sweep=cfg.sweep is not None)
     report = out / "report.html"
     shown = f"; report: {report}" if cfg.output.report and report.is_file() else ""
     print(f"wrote {out}/ ({len(runs)} run{'s' if len(runs) != 1 else ''}){shown}")

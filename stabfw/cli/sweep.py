@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stabfw.cli.common import add_set_option, default_out
+from stabfw.cli.common import add_set_option, default_out, print_headline
 from stabfw.errors import ConfigError
 from stabfw.experiments.runfile import sweep_failure
 from stabfw.experiments.sweep import run_sweep
@@ -27,6 +27,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     res = run_sweep(cfg, out, backend=args.backend, workers=args.workers,
                     address=args.address, resume=args.resume, force=args.force)
     n_skip = sum(r.status == "skipped" for r in res.results.values())
+    print_headline(out, sweep=True)
     print(f"wrote {out}/ ({len(res.cells)} cells, {n_skip} already finished, "
           f"backend {res.backend}, {res.seconds:.1f} s); report: {out / 'report.html'}")
     if res.failed:

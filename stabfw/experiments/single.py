@@ -12,7 +12,7 @@ from stabfw._util.numbers import fmt
 from stabfw.analysis.pipeline import analyze_run
 from stabfw.errors import ConfigError, RunDirError
 from stabfw.experiments.grid import cell_identity
-from stabfw.reporting.figures import plot_analysis, plot_runs
+from stabfw.reporting.figures import plot_analysis, plot_headline, plot_runs
 from stabfw.reporting.html import write_report
 from stabfw.run.callbacks import RunCallback
 from stabfw.run.config import RunConfig, metric_references, unknown_metrics
@@ -118,6 +118,9 @@ def _finish(traj: Trajectory, cfg: RunConfig, out: Path) -> None:
         summary["analysis"] = analyze_run(traj, cfg, progress=cfg.output.progress)
         if cfg.output.report:
             write_analysis_figure(summary["analysis"], cfg, out)
+            if summary["analysis"].get("headline"):
+                plot_headline(summary["analysis"]["headline"], out / "headline.png",
+                              title=f"{cfg.domain.name}: {cfg.loop.policy}")
     write_json(out / "summary.json", summary)
     add_to_manifest(out, ["summary.json"])
     if cfg.output.report:

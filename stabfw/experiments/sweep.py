@@ -24,19 +24,23 @@ from typing import Any
 
 from stabfw._util.atomic import atomic_write, clean_temp_files
 from stabfw._util.jsonio import flatten, read_json, write_json
+from stabfw.analysis.headline import sweep_headline
+from stabfw.analysis.pipeline import headline_options
 from stabfw.errors import ConfigError, RunDirError, StabfwError, clip
 from stabfw.experiments.grid import Cell, cell_state, expand_grid
 from stabfw.experiments.single import run_single
 from stabfw.experiments.stability import write_stability
-from stabfw.reporting.figures import plot_runs
+from stabfw.reporting.figures import plot_headline, plot_runs
 from stabfw.reporting.html import write_report
 from stabfw.run import registry
+from stabfw.run.analysis_config import HeadlineOptions
 from stabfw.run.backends import check_backend_args, make_backend
 from stabfw.run.config import RunConfig, metric_references
 from stabfw.run.rundir import RunLock, ensure_dir
 from stabfw.run.trajectory import Trajectory
 
-__all__ = ["CellResult", "SweepResult", "aggregates", "run_cell", "run_sweep", "write_outputs"]
+__all__ = ["CellResult", "SweepResult", "aggregates", "run_cell", "run_sweep", "write_headline",
+           "write_outputs"]
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +265,11 @@ def write_outputs(cfg: RunConfig, result: SweepResult) -> None:
 
     if not any(r.status != "failed" for r in result.results.values()):
         return
+    headline = write_headline(cfg, result)
     try:
-        write_stability(out, cfg.sweep, plots=cfg.output.report)
+        found = write_stability(out, cfg.sweep, plots=cfg.output.report)
+        if headline is not None:
+            write_json(out / "stability.json", {**found, "headline": headline})
     except Exception as err:  # a diagram must not lose a finished sweep's index
         log.error("the stability diagram of %s failed: %s: %s", out, type(err).__name__, err)
         log.debug("the stability diagram's traceback", exc_info=True)
@@ -271,6 +278,30 @@ def write_outputs(cfg: RunConfig, result: SweepResult) -> None:
     plot_runs(result.trajectories(), out / "report.png",
               title=f"{cfg.domain.name}: sweep over " + ", ".join(cfg.sweep.grid))
     write_report(out)
+
+
+def write_headline(cfg: RunConfig, result: SweepResult) -> dict[str, Any] | None:
+    """The sweep's headline over ``loop.lam`` (one row per finished cell with an
+    analysis), written to ``summary.json`` and ``headline.png``; None when λ is not swept
+    or no cell has an analysis."""
+    if "loop.lam" not in cfg.sweep.grid:
+        return None
+    cells = []
+    for cell in result.cells:
+        r = result.results.get(cell.name)
+        analysis = ((r.summary if r else None) or {}).get("analysis")
+        if r is None or r.status == "failed" or not analysis:
+            continue
+        cells.append((float(cell.config.loop.lam), analysis))
+    if not cells:
+        return None
+    o = (cfg.analysis.headline if cfg.analysis is not None else None) or HeadlineOptions()
+    headline = sweep_headline(cells, **headline_options(o, cfg))
+    write_json(result.out / "summary.json", {"headline": headline})
+    if cfg.output.report:
+        plot_headline(headline, result.out / "headline.png",
+                      title=f"{cfg.domain.name}: {cfg.loop.policy}, sweep over λ")
+    return headline
 
 
 def aggregates(result: SweepResult):

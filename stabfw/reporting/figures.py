@@ -17,7 +17,8 @@ from stabfw._util.tables import group_rows, other_axes, value_key
 from stabfw.analysis.critical import CriticalValue, resolve_xscale, to_coordinate
 from stabfw.run.trajectory import Trajectory
 
-__all__ = ["plot_analysis", "plot_crossing", "plot_heatmap", "plot_rho_vs_lambda", "plot_runs"]
+__all__ = ["plot_analysis", "plot_crossing", "plot_headline", "plot_heatmap", "plot_rho_vs_lambda",
+           "plot_runs"]
 
 # Bookkeeping columns that are not worth a panel of their own.
 _SKIP = {"n_real", "n_synthetic"}
@@ -126,7 +127,8 @@ def plot_analysis(results: dict, path: str | Path, title: str | None = None) -> 
             if fp.get("stationary_level"):
                 ax.axhline(fp["stationary_level"], color="gray", ls=":", lw=1,
                            label=f"stationary level {fp['stationary_level']:.3g}")
-            ax.set_yscale("log")
+            if np.nanmax(np.where(np.isfinite(d), d, 0.0)) > 0:  # λ = 0: θ never moves
+                ax.set_yscale("log")
             ax.set_xlabel("generation")
             ax.set_ylabel("‖θ_t − θ*‖ (log)")
             rate = fp.get("rate")
@@ -319,4 +321,69 @@ def plot_rho_vs_lambda(points: Any, theorem: dict[str, Any], path: str | Path) -
     ax.set_title("local stability: ρ(J) < 1 is stable", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+_VERDICT_COLORS = {"converged": "#2a9d8f", "stationary_noise": "#8ab17d", "collapsing": "#e76f51",
+                   "diverging": "#b5179e", "oscillating": "#f4a261", "inconclusive": "#999999"}
+
+
+def plot_headline(headline: Mapping[str, Any], path: str | Path, title: str | None = None) -> Path:
+    """``headline.png``: one point per λ (spaced as λ/(1+λ), ∞ at 1) — the verdict as the
+    marker's colour, ρ(J) with its interval, the closed form λ/(1+λ) and Theorem 1's bound
+    where it is not vacuous; points whose Jacobian is not evidence (``not_differentiable``,
+    ``ill_conditioned``) are drawn grey and hollow with their status. The λ* statement is
+    the caption. Draws the table it is given (the rows of
+    :func:`stabfw.analysis.headline.sweep_headline` or ``run_headline``).
+    """
+    plt = pyplot()
+    rows = [r for r in headline.get("rows", []) if r.get("lam") is not None]
+    fig, ax = plt.subplots(figsize=(6.8, 4.4))
+
+    def x(lam: float) -> float:
+        return 1.0 if math.isinf(lam) else lam / (1 + lam)
+
+    xs = [x(float(r["lam"])) for r in rows]
+    theory = [(xv, r["theory_rho"]) for xv, r in zip(xs, rows) if r.get("theory_rho") is not None]
+    if theory:
+        grid = np.linspace(0, 1, 200)
+        ax.plot(grid, grid, color="black", lw=1, ls=":", label="λ/(1+λ) (closed form)")
+    bounds = [(xv, r["theorem1"]["bound"]) for xv, r in zip(xs, rows)
+              if r.get("theorem1") and not r["theorem1"].get("vacuous")
+              and r["theorem1"].get("bound") is not None]
+    if bounds:
+        bx, by = zip(*bounds)
+        ax.plot(bx, by, "s--", color="crimson", ms=4, lw=1, label="Theorem 1 bound")
+    for xv, r in zip(xs, rows):
+        if r.get("theorem1") and r["theorem1"].get("vacuous"):
+            ax.axvspan(xv - 0.01, xv + 0.01, color="crimson", alpha=0.08, lw=0)
+    labelled = set()
+    for xv, r in zip(xs, rows):
+        verdict = r.get("verdict") or "inconclusive"
+        color = _VERDICT_COLORS.get(verdict, "#999999")
+        if r.get("rho") is None:
+            ax.plot([xv], [0.02], "v", color=color, ms=8)
+            continue
+        grey = r.get("rho_status") in ("not_differentiable", "ill_conditioned")
+        ci = r.get("rho_ci")
+        yerr = None if not ci else [[r["rho"] - ci[0]], [ci[1] - r["rho"]]]
+        lab = None if verdict in labelled or grey else f"verdict: {verdict}"
+        labelled.add(verdict)
+        ax.errorbar([xv], [r["rho"]], yerr=yerr, fmt="o", ms=8, capsize=3,
+                    color="#bbbbbb" if grey else color, mfc="white" if grey else color,
+                    label=lab)
+        if grey:
+            ax.annotate(r["rho_status"], (xv, r["rho"]), fontsize=7, color="gray",
+                        xytext=(4, 4), textcoords="offset points")
+    ax.axhline(1.0, color="gray", ls="--", lw=1)
+    ax.set_xticks(xs, [("∞" if math.isinf(float(r["lam"])) else fmt(r["lam"], 4)) for r in rows])
+    ax.set_xlim(-0.05, 1.05)
+    ys = [r["rho"] for r in rows if r.get("rho") is not None] + [1.0]
+    ax.set_ylim(0, max(1.3, 1.1 * max(ys)))
+    ax.set_xlabel("λ (spaced as λ/(1+λ))")
+    ax.set_ylabel("ρ(J) (± CI where measured over seeds)")
+    crit = (headline.get("critical") or {}).get("text")
+    ax.set_title((title + "\n" if title else "") + (crit or ""), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
     return save_figure(fig, path)

@@ -36,6 +36,7 @@ __all__ = [
     "EmpiricalOptions",
     "FiniteDifferenceOptions",
     "FixedPointOptions",
+    "HeadlineOptions",
     "ImplicitOptions",
     "JacobianOptions",
     "LambdaCurveOptions",
@@ -172,8 +173,29 @@ class FixedPointOptions(_Section):
 
     metrics: list[str] = Field(default_factory=list)
     confidence: float = Field(default=0.9, gt=0, lt=1)
-    burn_in: int = Field(default=0, ge=0)
-    n_bootstrap: int = Field(default=200, ge=0)
+    burn_in: int | None = Field(default=None, ge=0,
+                                description="first stationary generation (default: from the data)")
+    n_bootstrap: int = Field(default=400, ge=0)
+
+
+class HeadlineOptions(_Section):
+    """``analysis.headline``: the summary of a run or sweep (verdict, ρ(J) against theory,
+    Theorem 1, λ*).
+
+    ``theory``: the closed form to print beside ρ(J) (``auto``: λ/(1+λ) for the Gaussian on
+    fixed real data). ``constants``: Theorem 1's α, L, ε by hand (else those the Jacobian
+    analyzer estimated).
+    """
+
+    theory: Literal["auto", "exponential_family", "none"] = "auto"
+    constants: dict[str, float] | None = None
+
+    @field_validator("constants")
+    @classmethod
+    def _consts(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is not None and set(v) != {"alpha", "L", "eps"}:
+            raise ValueError("constants needs exactly the keys alpha, L, eps")
+        return v
 
 
 class JacobianOptions(_WithOptions):
@@ -185,6 +207,7 @@ class JacobianOptions(_WithOptions):
     k: int = Field(default=6, ge=1)
     tol: float = Field(default=1e-3, gt=0)
     seed: int | None = Field(default=None, ge=0)
+    seeds: int = Field(default=1, ge=1, description="replicates measured (mean and CI of ρ)")
     bounds: bool | Literal["auto"] = "auto"
 
     def _methods(self) -> list[str]:
@@ -253,9 +276,10 @@ class AnalysisConfig(_Section):
     solve: SolveOptions | None = None
     lambda_curve: LambdaCurveOptions | None = None
     critical_lambda: CriticalOptions | None = None
+    headline: HeadlineOptions | None = Field(default_factory=HeadlineOptions)
 
     @field_validator("fixed_point", "jacobian", "solve", "lambda_curve", "critical_lambda",
-                     mode="before")
+                     "headline", mode="before")
     @classmethod
     def _toggles(cls, v: Any) -> Any:
         return _toggle(v)

@@ -458,6 +458,8 @@ def _trajectory(loop, cfg, fp, seeds, blocks, recorded, events, meta) -> Traject
     return Trajectory(
         params=params, metrics=metrics, seeds=seeds, config=recorded, environment=environment(),
         meta={**meta, "domain": repr(loop), "fingerprint": fp.digest,
+              # what each metric measures, so a saved run's verdict can tell collapse
+              "metric_info": {k: v.to_dict() for k, v in (loop.metric_info() or {}).items()},
               "on_nonfinite": cfg.on_nonfinite, "events": list(events)})
 
 

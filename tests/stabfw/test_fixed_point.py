@@ -121,20 +121,91 @@ def test_explosive_and_nonfinite_trajectories_diverge():
     assert fp.verdict == "diverging" and fp.evidence["first_nonfinite_generation"] == 30
 
 
-def test_noisy_ar_rate_is_unbiased_after_the_jackknife():
-    """Within-AR(1) on short panels is biased by −(1+ρ)/T (Nickell); the jackknife fixes it."""
+def test_noisy_ar_rate_is_unbiased_on_short_panels():
+    """The within AR(1) on short panels is biased by −(1+ρ)/T ≈ −0.085 here (Nickell); the
+    first-difference moment estimator is not (SE ≈ √((1−ρ²)/(seeds·T)) ≈ 0.004)."""
     X = _ar_paths(np.array([[0.7]]), c=np.array([0.0]), noise=1.0, T=20, seeds=2000, x0=0.0)
     fp = FixedPointAnalyzer(n_bootstrap=50).analyze(X)
-    # SE of the pooled estimate ≈ sqrt((1−ρ²)/(seeds·T)) ≈ 0.0036. The within estimator's
-    # bias is −0.094 here (Nickell's formula, T = 20); the jackknife leaves ≈ +0.009 (O(1/T²)).
-    within = stabfw.analysis.fixed_point._ar_fit(X, vector=True)[0].real
-    assert within == pytest.approx(0.7 - 0.094, abs=0.015)
-    assert abs(fp.rate - 0.7) < 0.02
+    assert abs(fp.rate - 0.7) < 4 * fp.rate_se + 0.005
+    assert fp.rate_ci[0] < 0.7 < fp.rate_ci[1]
+
+
+def _performative(eps=0.9, mu=10.0, step_sd=0.01, seeds=50, T=100, seed=0):
+    """Performative prediction: the model's mean is refitted to D(θ) = N(μ + εθ, σ²) with
+    n samples, θ_{t+1} = μ + εθ_t + (σ/√n)·z, from θ_0 = μ; the performatively stable point
+    is θ_PS = μ/(1 − ε) = 100 and the stationary sd (σ/√n)/√(1 − ε²) = 0.02294."""
+    rng = np.random.default_rng(seed)
+    X = np.empty((seeds, T + 1, 1))
+    X[:, 0] = mu
+    for t in range(T):
+        X[:, t + 1] = mu + eps * X[:, t] + step_sd * rng.standard_normal((seeds, 1))
+    return X
+
+
+def test_performative_loop_converges_to_its_own_fixed_point():
+    fp = FixedPointAnalyzer().analyze(_performative())
+    assert fp.verdict == "converged", fp.reason
+    assert fp.limit[0] == pytest.approx(100.0, abs=0.01)
+    # a 90 % interval misses one time in ten: check the miss against its width instead
+    lo, hi = fp.limit_ci[0][0], fp.limit_ci[1][0]
+    assert lo < fp.limit[0] < hi and abs(fp.limit[0] - 100.0) < 2 * (hi - lo)
+    assert fp.burn_in >= 40  # 90·0.9^t reaches the noise (≈ 0.003 over seeds) near t ≈ 80
+    assert fp.limit_distance_to_theta_star == pytest.approx(90.0, abs=0.01)
+    # 50 seeds × ≈ 70 stationary generations (≈ 6 effective per seed): relative SE ≈ 4 %
+    assert fp.level == pytest.approx(0.02294, rel=0.15)
+    assert fp.rate_ci[0] < 0.9 < fp.rate_ci[1]
+    assert fp.initial_distance == pytest.approx(90.0, abs=0.01)
+
+
+def test_one_seed_three_generations_is_inconclusive():
+    X = _performative(seeds=1, T=3)
+    fp = FixedPointAnalyzer().analyze(X)
+    assert fp.verdict == "inconclusive" and "too little evidence" in fp.reason
+    two = FixedPointAnalyzer().analyze(_ar_paths(np.array([[0.5]]), c=np.array([0.0]),
+                                                 noise=0.1, T=2, seeds=2))
+    assert two.verdict == "inconclusive"
+
+
+def test_converging_to_zero_is_not_collapse_unless_a_diversity_metric_collapses():
+    X = _ar_paths(np.array([[0.8]]), c=np.array([0.0]), noise=1e-4, T=40, seeds=30)
+    fp = FixedPointAnalyzer().analyze(X)
+    assert fp.verdict == "converged", fp.reason
+    assert fp.limit[0] == pytest.approx(0.0, abs=1e-3)
+    # the same θ with a declared diversity metric that decays geometrically to 0
+    div = np.exp(-0.2 * np.arange(41))[None, :] * np.exp(
+        0.01 * np.random.default_rng(1).standard_normal((30, 41)))
+    fp = FixedPointAnalyzer().analyze(X, diversity={"spread": div})
+    assert fp.verdict == "collapsing" and "spread" in fp.reason
+    assert fp.collapsing_metrics["spread"]["log_slope"] == pytest.approx(-0.2, abs=0.01)
+    # a diversity metric that falls to a positive floor is not collapse
+    floor = 1 + np.exp(-0.3 * np.arange(41))[None, :] + 0.0 * div
+    assert FixedPointAnalyzer().analyze(X, diversity={"s": floor}).verdict == "converged"
+
+
+def test_accumulating_loops_report_no_ar_rate():
+    cfg = stabfw.RetrainConfig(lam=1.0, policy="accumulate", generations=30, seeds=50)
+    traj = stabfw.run_loop(GaussianLoop(dim=1, n=20, covariance="known"), cfg)
+    fp = FixedPointAnalyzer().analyze(traj)
+    assert math.isnan(fp.rate) and "accumulates" in fp.evidence["rate_note"]
+    assert fp.verdict in ("converged", "stationary_noise"), fp.reason
+
+
+def test_runner_records_metric_info_and_collapse_reads_it():
+    cfg = stabfw.RetrainConfig(policy="fully_synthetic", generations=60, seeds=40)
+    traj = stabfw.run_loop(GaussianLoop(dim=2, n=20), cfg)
+    assert traj.meta["metric_info"]["cov_trace"]["kind"] == "diversity"
+    fp = FixedPointAnalyzer().analyze(traj)
+    assert fp.verdict == "collapsing"
+    assert fp.collapsing_metrics["cov_trace"]["collapsing"]
+    # without the declaration θ alone is not called collapsing
+    assert FixedPointAnalyzer().analyze(traj.params).verdict != "collapsing"
 
 
 def test_bad_input_is_rejected():
     with pytest.raises(ValueError, match="generations"):
-        FixedPointAnalyzer().analyze(np.zeros((2, 2, 1)))
+        FixedPointAnalyzer().analyze(np.zeros((2, 1, 1)))
+    with pytest.raises(ValueError, match="confidence"):
+        FixedPointAnalyzer(confidence=1.5)
 
 
 def test_rate_ci_falls_back_to_standard_error_with_few_seeds():

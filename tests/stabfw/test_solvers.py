@@ -82,3 +82,24 @@ def test_solve_on_a_loop_finds_the_fixed_point_of_its_crn_map():
         assert sol.status == "converged"
         np.testing.assert_allclose(sol.fixed_point, expected, atol=1e-10)
         assert sol.info["theta_star_residual"] > 0  # θ* is not a fixed point of a finite-sample map
+
+
+def test_solvers_say_whether_the_fixed_point_attracts():
+    """Performative prediction D(θ) = N(μ + εθ, σ²), the mean refitted on n draws with
+    common random numbers: G(θ) = μ + εθ + σ·z̄, fixed point (μ + σz̄)/(1 − ε), local
+    rate ε exactly. ε = 1.1 is repelling — Anderson still finds the point (G is affine)."""
+    from stabfw.analysis.solvers import solve_fixed_point
+
+    z = np.random.default_rng(0).standard_normal(100).mean()
+    for eps, expect in ((0.9, "attracting"), (1.1, "repelling")):
+        G = lambda th, e=eps: 10.0 + e * th + z  # noqa: E731
+        sol = solve_fixed_point(G, np.array([10.0]), method="anderson", tol=1e-10)
+        assert sol.status == "converged"
+        assert sol.fixed_point[0] == pytest.approx((10.0 + z) / (1 - eps), rel=1e-8)
+        assert sol.local_rate == pytest.approx(eps, rel=1e-5)
+        assert sol.stability == expect
+        assert sol.to_dict()["stability"] == expect
+    # a 2-D map with a rotation: the power iteration need not settle, and then says so
+    R = 0.5 * np.array([[0.0, -1.0], [1.0, 0.0]])
+    sol = solve_fixed_point(lambda x: R @ x, np.array([1.0, 1.0]), method="picard", tol=1e-12)
+    assert sol.local_rate == pytest.approx(0.5, rel=1e-4) and sol.stability == "attracting"
