@@ -351,8 +351,9 @@ def test_config_runs_tiny(name, tmp_path):
     import json
 
     summary = json.loads((run_dirs[0] / "summary.json").read_text())
-    assert summary["analysis"]["fixed_point"]["verdict"] in (
-        "converged", "stationary_noise", "collapsing", "diverging", "oscillating")
+    fp = summary["analysis"]["fixed_point"]
+    # two generations cannot separate the verdicts: the analyzer must say so
+    assert fp["verdict"] == "inconclusive" and fp["verdict_reason"]
     assert "roc_auc" in summary["analysis"]["fixed_point_metrics"]
 
 
