@@ -655,7 +655,8 @@ class DiffusionLoop(SelfConsumingLoop):
         """What each metric measures (diversity metrics heading to zero mean collapse)."""
         out = {"train_loss": MetricInfo("other", "lower"), "nfe_per_image": MetricInfo("other")}
         out.update({
-            "fid": MetricInfo("quality", "lower", "Fréchet Inception distance"),
+            fid_name(self.metric_samples): MetricInfo(
+                "quality", "lower", f"Fréchet Inception distance ({self.metric_samples} images)"),
             "precision": MetricInfo("quality", "higher"),
             "recall": MetricInfo("diversity", "higher", "share of real data covered"),
             "fd_digits_mlp": MetricInfo("quality", "lower", "Fréchet distance (digits MLP)"),

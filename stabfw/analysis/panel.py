@@ -103,7 +103,7 @@ class PanelRate(AnalysisResult):
         return self._plain(out)
 
 
-def difference_moments(X: np.ndarray, block: int | None = None
+def difference_moments(X: np.ndarray, block: int | None = None, pooled: bool = False
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-unit sums ``A = ΣΔ_tΔ_{t−1}ᵀ``, ``B = ΣΔ_{t−1}Δ_{t−1}ᵀ``, ``C = ΣΔ_tΔ_tᵀ`` and
     pair counts of a panel ``X`` of shape (seeds, generations + 1, d).
@@ -113,10 +113,13 @@ def difference_moments(X: np.ndarray, block: int | None = None
     block : int, optional
         Split each seed's pairs into blocks of this many generations (one unit each);
         default one unit per seed.
+    pooled : bool
+        Only the traces, as (units, 1, 1) arrays: what the pooled scalar fit needs, without
+        forming d × d sums (θ can be a network's weights).
 
     Returns
     -------
-    A, B, C : arrays (units, d, d)
+    A, B, C : arrays (units, d, d), or (units, 1, 1) when ``pooled``
     n : array (units,)
     """
     D = np.diff(X, axis=1)                      # (S, T, d)
@@ -130,9 +133,10 @@ def difference_moments(X: np.ndarray, block: int | None = None
         prev, nxt = np.concatenate([prev, z], 1), np.concatenate([nxt, z], 1)
     prev = prev.reshape(S * nb, L, d)
     nxt = nxt.reshape(S * nb, L, d)
-    A = np.einsum("ati,atj->aij", nxt, prev)
-    B = np.einsum("ati,atj->aij", prev, prev)
-    C = np.einsum("ati,atj->aij", nxt, nxt)
+    spec = "ati,ati->a" if pooled else "ati,atj->aij"
+    A, B, C = (np.einsum(spec, u, v) for u, v in ((nxt, prev), (prev, prev), (nxt, nxt)))
+    if pooled:
+        A, B, C = (m[:, None, None] for m in (A, B, C))
     n = np.full(S * nb, float(L))
     if pad:
         n.reshape(S, nb)[:, -1] = L - pad
@@ -241,13 +245,11 @@ def panel_rate(X: Any, confidence: float = 0.9, n_bootstrap: int = 1000, vector:
     unit, block = "seed", None
     if S < min_units:
         unit, block = "block", max(5, math.ceil(math.sqrt(P)))
-    A, B, C, n = difference_moments(X, block)
+    A, B, C, n = difference_moments(X, block, pooled=not vector)
     keep = n > 0
     A, B, C, n = A[keep], B[keep], C[keep], n[keep]
     U = A.shape[0]
     tr = lambda m: np.trace(m, axis1=-2, axis2=-1)  # noqa: E731
-    if not vector:
-        A, B, C = (tr(m)[:, None, None] for m in (A, B, C))
     As, Bs, Cs = A.sum(0), B.sum(0), C.sum(0)
     fit = "VAR(1)" if vector else "pooled AR(1)"
     if not np.all(np.isfinite(Bs)) or tr(Bs) <= 0:

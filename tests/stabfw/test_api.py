@@ -128,7 +128,8 @@ def test_result_types_share_one_json_form():
         parsed = json.loads(res.to_json(), parse_constant=lambda c: pytest.fail(c))
         assert isinstance(parsed, dict) and loads(res.to_json()).keys() == parsed.keys()
     assert jac.status == "ok" and jac.n_evaluations == jac.n_map_evaluations > 0
-    assert sol.n_evaluations == sol.residuals.size
+    # every evaluation counted: the iterations and the local-rate check at the point
+    assert sol.n_evaluations == sol.residuals.size + sol.info["local_rate_evaluations"]
 
 
 def test_jacobian_options_are_typed_in_the_analyzer_and_in_configs(tmp_path, capsys):

@@ -88,3 +88,16 @@ def test_moments_are_additive_over_blocks_and_few_seeds_use_blocks():
     assert p.unit == "block" and p.n_units == 2 * 6  # 39 pairs in blocks of ⌈√39⌉ = 7
     short = panel_rate(X[:1, :12])
     assert short.status == "too_few_units" and np.isnan(short.rate_ci[0])
+
+
+def test_pooled_moments_are_the_traces_without_d_by_d_sums():
+    # θ can be a network's weights: the pooled fit must not form d × d sums
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((4, 9, 5)).cumsum(1)
+    full = difference_moments(X, block=3)
+    pooled = difference_moments(X, block=3, pooled=True)
+    for m, p in zip(full[:3], pooled[:3], strict=True):
+        assert p.shape == (m.shape[0], 1, 1)
+        np.testing.assert_allclose(p[:, 0, 0], np.trace(m, axis1=1, axis2=2))
+    big = rng.standard_normal((12, 6, 200_000)).cumsum(1) * 1e-3  # d × d would be 320 GB
+    assert np.isfinite(panel_rate(big, vector=False).rate)
