@@ -437,6 +437,14 @@ class GaussianLoop(SelfConsumingLoop, VectorizedLoop):
         self._setup()
         return _sample(state.mean, _factor(state.cov)[0], n, key_of(rng))
 
+    def score(self, batch: np.ndarray, state: GaussianState) -> np.ndarray:
+        """Log-density of each point under ``state`` (up to a constant shared by the batch):
+        what ``sampling_bias`` and ``top_fraction`` read as quality."""
+        L = _factor(state.cov)[0]
+        X = np.asarray(batch, dtype=float) - state.mean
+        z = np.linalg.lstsq(L, X.T, rcond=None)[0]  # L may be singular after a collapse
+        return -0.5 * np.einsum("ij,ij->j", z, z)
+
     def params(self, state: GaussianState) -> np.ndarray:
         return self._theta(state.mean[None], state.cov[None])[0]
 
@@ -501,7 +509,8 @@ class GaussianLoop(SelfConsumingLoop, VectorizedLoop):
     # --- vectorised over seeds --------------------------------------------------------
     def supports_vectorized(self, config) -> str | None:
         if config.curate is not None or config.correct is not None:
-            return "curate/correct hooks run per seed"
+            return ("curate/correct hooks act on each seed's synthetic points, which the "
+                    "vectorised path never draws (it draws their sufficient statistics)")
         if config.policy == "accumulate_subsample":
             return "accumulate_subsample draws an index subset per seed"
         return None

@@ -373,6 +373,10 @@ def _run(loop, cfg, fp, out, ckpt, saved, progress, record, callbacks) -> Trajec
     if cfg.vectorize == "always" and reason is not None:
         raise ConfigError(f"loop.vectorize: 'always', but {reason}; use 'auto' or 'never'")
     vectorized = cfg.vectorize != "never" and reason is None
+    if loop.capabilities().vectorized and reason is not None and cfg.vectorize == "auto":
+        # the per-seed path can be 50–100× slower: say why it was taken
+        log.warning("%s: per-seed path, not the vectorised one, because %s",
+                    type(loop).__name__, reason)
 
     health = _Health(cfg.on_nonfinite, len(seeds))
     if saved is not None:
