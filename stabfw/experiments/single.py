@@ -19,6 +19,7 @@ from stabfw.run.config import RunConfig, metric_references, unknown_metrics
 from stabfw.run.registry import make
 from stabfw.run.rundir import RunLock, add_to_manifest, ensure_dir
 from stabfw.run.runner import run_loop
+from stabfw.run.trackers import MLflowTracker
 from stabfw.run.trajectory import Trajectory
 
 __all__ = ["MetricNamesCheck", "run_label", "run_single", "write_analysis_figure"]
@@ -89,8 +90,12 @@ def run_single(cfg: RunConfig, out: str | Path, resume: bool = False, force: boo
         msg = unknown_metrics(refs, declared)
         if msg:
             raise ConfigError(msg)
-    callbacks = [] if declared or not refs else [MetricNamesCheck(refs)]
+    callbacks: list[RunCallback] = [] if declared or not refs else [MetricNamesCheck(refs)]
     record = cfg.record()
+    if cfg.output.mlflow is not None:
+        callbacks.append(MLflowTracker(cfg.output.mlflow.tracking_uri, cfg.output.mlflow.experiment,
+                                       run_name=f"{cfg.domain.name} {run_label(cfg)} ({out.name})",
+                                       params=record, tags={"stabfw.out": str(out)}))
     with RunLock(out):
         traj = run_loop(loop, cfg.loop, out_dir=out, resume=resume, force=force,
                         progress=cfg.output.progress, record=record, callbacks=callbacks,

@@ -4,6 +4,7 @@ A sweep directory holds::
 
     OUT/index.json        the sweep's config and one entry per cell (overrides, status, time)
     OUT/aggregates.csv    one row per cell: the swept values and last-generation statistics
+    OUT/results.csv       one row per cell, seed and generation: swept values, then metrics
     OUT/cells/<name>/     an ordinary run directory (resume or analyse it alone)
     OUT/report.png        metric curves of every cell
     OUT/stability.png     the stability diagram (see :mod:`stabfw.experiments.stability`)
@@ -39,8 +40,8 @@ from stabfw.run.config import RunConfig, metric_references
 from stabfw.run.rundir import RunLock, ensure_dir
 from stabfw.run.trajectory import Trajectory
 
-__all__ = ["CellResult", "SweepResult", "aggregates", "run_cell", "run_sweep", "write_headline",
-           "write_outputs"]
+__all__ = ["CellResult", "SweepResult", "aggregates", "long_results", "run_cell", "run_sweep",
+           "write_headline", "write_outputs"]
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +263,7 @@ def write_outputs(cfg: RunConfig, result: SweepResult) -> None:
              "backend": result.backend, "seconds": round(result.seconds, 3), "cells": entries}
     write_json(out / "index.json", index)
     aggregates(result).to_csv(out / "aggregates.csv", index=False, float_format="%.10g")
+    long_results(result).to_csv(out / "results.csv", index=False, float_format="%.10g")
 
     if not any(r.status != "failed" for r in result.results.values()):
         return
@@ -302,6 +304,25 @@ def write_headline(cfg: RunConfig, result: SweepResult) -> dict[str, Any] | None
         plot_headline(headline, result.out / "headline.png",
                       title=f"{cfg.domain.name}: {cfg.loop.policy}, sweep over λ")
     return headline
+
+
+def long_results(result: SweepResult):
+    """One row per (cell, seed, generation) of every finished cell: ``cell``, the swept
+    values as columns, then the cell's metrics table — ``pandas.read_csv(OUT/results.csv)``
+    is the whole sweep in one long table."""
+    import pandas as pd
+
+    frames = []
+    trajectories = result.trajectories()
+    for cell in result.cells:
+        if cell.name not in trajectories:
+            continue
+        m = trajectories[cell.name].metrics
+        front = pd.DataFrame({"cell": cell.name, **{k: [v] * len(m) for k, v in
+                                                      cell.overrides.items()}}, index=m.index)
+        frames.append(pd.concat([front, m.drop(columns=[c for c in cell.overrides
+                                                        if c in m.columns])], axis=1))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"cell": []})
 
 
 def aggregates(result: SweepResult):

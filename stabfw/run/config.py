@@ -7,6 +7,7 @@ accepted values in the message (:class:`ConfigError`).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -282,6 +283,13 @@ class DomainSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+class MLflowOutput(_Strict):
+    """``output.mlflow:``: log each run (each sweep cell) to an MLflow store."""
+
+    tracking_uri: str = Field(min_length=1, description="file:///path, a directory or a URL")
+    experiment: str = Field(default="stabfw", min_length=1)
+
+
 class OutputConfig(_Strict):
     """``output:`` section: where a run writes and what it writes."""
 
@@ -289,6 +297,7 @@ class OutputConfig(_Strict):
     report: bool = True
     checkpoint: bool = True
     progress: bool = True
+    mlflow: MLflowOutput | None = None
 
 
 XSCALES = ("auto", "linear", "log", "inverse", "lam")
@@ -507,6 +516,9 @@ def check_run_config(cfg: RunConfig, loop: Any) -> None:
     ------
     ConfigError
     """
+    if cfg.output.mlflow is not None and importlib.util.find_spec("mlflow") is None:
+        raise ConfigError('invalid configuration:\n  output.mlflow: MLflow is not installed; '
+                          'pip install "stabfw[mlflow]" (mlflow-skinny), or remove the section')
     for name in ("curate", "correct"):
         spec = getattr(cfg.loop, name)
         if spec is not None:
