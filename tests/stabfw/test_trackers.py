@@ -24,6 +24,7 @@ def test_a_sweep_logs_every_cell_to_a_local_mlflow_store(tmp_path, monkeypatch):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 0
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # for this reader (cells ran elsewhere)
     client = mlflow.tracking.MlflowClient(tracking_uri=store.as_uri())
     exp = client.get_experiment_by_name("sweep-test")
     runs = client.search_runs([exp.experiment_id])
