@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import inspect
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from stabfw.analysis.bounds import estimate_constants, theorem1_curve
@@ -32,15 +34,51 @@ __all__ = ["analyze_run"]
 
 
 class _Log:
-    """One line per analyzer on stderr, with the seconds since the first."""
+    """Progress of the analyzers: one line per analyzer on stderr with the seconds since
+    the first, and a bar of its retraining-map evaluations (refits) while it runs."""
 
     def __init__(self, enabled: bool):
         self.enabled, self.t0 = enabled, time.perf_counter()
+        self._bar: Any = None
+        self._stop: threading.Event | None = None
 
     def __call__(self, msg: str) -> None:
-        if self.enabled:
-            print(f"[stabfw analyze {time.perf_counter() - self.t0:7.1f} s] {msg}",
-                  file=sys.stderr, flush=True)
+        self.close()
+        if not self.enabled:
+            return
+        print(f"[stabfw analyze {time.perf_counter() - self.t0:7.1f} s] {msg}",
+              file=sys.stderr, flush=True)
+        from tqdm.auto import tqdm
+
+        self._bar = bar = tqdm(desc=f"  {msg}", unit="refit", leave=False, file=sys.stderr)
+        start, self._stop = RetrainingMap.evaluations_in_process, threading.Event()
+
+        def follow(stop: threading.Event) -> None:  # the analyzers run in this thread's parent
+            while not stop.wait(0.5):
+                bar.n = RetrainingMap.evaluations_in_process - start
+                bar.refresh()
+
+        threading.Thread(target=follow, args=(self._stop,), daemon=True).start()
+
+    def close(self) -> None:
+        """End the current analyzer's bar."""
+        if self._stop is not None:
+            self._stop.set()
+            self._bar.close()
+            self._stop = self._bar = None
+
+
+class _Results(dict):
+    """The results so far; each one handed to ``on_result`` as soon as it is stored."""
+
+    def __init__(self, on_result: Callable[[str, Any], None] | None):
+        super().__init__()
+        self.on_result = on_result
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        if self.on_result is not None:
+            self.on_result(key, value)
 
 
 def analyze_run(
@@ -48,6 +86,7 @@ def analyze_run(
     cfg: Any | None = None,
     analysis: AnalysisConfig | dict[str, Any] | None = None,
     progress: bool = False,
+    on_result: Callable[[str, Any], None] | None = None,
 ) -> dict[str, Any]:
     """Run the analyzers of an ``analysis:`` section; return their JSON-ready results.
 
@@ -60,7 +99,10 @@ def analyze_run(
         Which analyzers (default: ``cfg.analysis``, else the fixed-point analyzer and a
         Jacobian with the automatic method).
     progress : bool
-        Print one line per analyzer to stderr.
+        Print one line per analyzer to stderr, and a bar of its refits while it runs.
+    on_result : callable, optional
+        ``on_result(name, result)`` as soon as each analyzer finishes (``stabfw run``
+        writes ``analysis/<name>.json`` with it, so a long analysis loses nothing).
 
     Returns
     -------
@@ -78,7 +120,11 @@ def analyze_run(
         analysis = cfg.analysis or AnalysisConfig(jacobian=JacobianOptions())
     elif not isinstance(analysis, AnalysisConfig):
         analysis = AnalysisConfig.model_validate(analysis)
-    results = _analyze(traj, cfg, analysis, _Log(progress))
+    log = _Log(progress)
+    try:
+        results = _analyze(traj, cfg, analysis, log, on_result)
+    finally:
+        log.close()
     if analysis.headline is not None:
         results["headline"] = run_headline(results, cfg.loop.lam,
                                            **headline_options(analysis.headline, cfg))
@@ -96,9 +142,9 @@ def headline_options(o: Any, cfg: RunConfig) -> dict[str, Any]:
     return {"theory": theory, "constants": consts}
 
 
-def _analyze(traj: Trajectory, cfg: RunConfig, analysis: AnalysisConfig,
-             log: _Log) -> dict[str, Any]:
-    results: dict[str, Any] = {}
+def _analyze(traj: Trajectory, cfg: RunConfig, analysis: AnalysisConfig, log: _Log,
+             on_result: Callable[[str, Any], None] | None = None) -> dict[str, Any]:
+    results: dict[str, Any] = _Results(on_result)
 
     if analysis.fixed_point is not None:
         o = analysis.fixed_point
@@ -156,7 +202,7 @@ def _analyze(traj: Trajectory, cfg: RunConfig, analysis: AnalysisConfig,
             res = an.analyze(loop, cfg.loop, at=at, retraining_map=G)
             jac_results[res.method] = res
             jac[res.method] = res.to_dict()
-        results["jacobian"] = jac
+            results["jacobian"] = jac  # stored (and written) after each method
 
     if analysis.lambda_curve is not None:
         log("ρ(J) against λ")

@@ -3,6 +3,7 @@ figures and the HTML page."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -114,13 +115,30 @@ def run_single(cfg: RunConfig, out: str | Path, resume: bool = False, force: boo
     return traj
 
 
+def _partial_writer(out: Path, meta: dict[str, Any]):
+    """``on_result`` of :func:`analyze_run`: each analyzer's result to
+    ``OUT/analysis/<name>.json`` as soon as it finishes, and its seconds to
+    ``meta["phase_seconds"]`` (the retraining's own seconds are ``meta["seconds"]``)."""
+    phases = meta.setdefault("phase_seconds", {"retraining": meta.get("seconds")})
+    last = [time.perf_counter()]
+
+    def write(name: str, result: Any) -> None:
+        now = time.perf_counter()
+        phases[f"analysis.{name}"] = round(phases.get(f"analysis.{name}", 0) + now - last[0], 3)
+        last[0] = now
+        write_json(ensure_dir(out / "analysis") / f"{name}.json", result)
+
+    return write
+
+
 def _finish(traj: Trajectory, cfg: RunConfig, out: Path) -> None:
     """summary.json (in the manifest), the analyzers, the figures and the page."""
     summary = traj.summary()
     summary["meta"] = {k: v for k, v in summary["meta"].items() if k != "already_finished"}
     summary["config"] = traj.config
     if cfg.analysis is not None:  # after the run: the analyzers of the analysis: section
-        summary["analysis"] = analyze_run(traj, cfg, progress=cfg.output.progress)
+        summary["analysis"] = analyze_run(traj, cfg, progress=cfg.output.progress,
+                                          on_result=_partial_writer(out, summary["meta"]))
         if cfg.output.report:
             write_analysis_figure(summary["analysis"], cfg, out)
             if summary["analysis"].get("headline"):

@@ -526,6 +526,7 @@ def check_run_config(cfg: RunConfig, loop: Any) -> None:
                 check_hook(spec, loop)
             except (ValueError, TypeError) as err:
                 raise ConfigError(f"invalid configuration:\n  loop.{name}: {err}") from None
+    _check_methods(cfg, loop)
     declared = loop.metric_info()
     if declared:
         msg = unknown_metrics(metric_references(cfg), declared)
@@ -536,6 +537,27 @@ def check_run_config(cfg: RunConfig, loop: Any) -> None:
         cfg.loop.n_synthetic(int(hint["n_real"]))  # raises on an absurd λ·n
     check_size(estimate_size(cfg.loop.n_seeds, cfg.loop.generations, hint.get("dim_theta"),
                              len(declared) if declared else None))
+
+
+def _check_methods(cfg: RunConfig, loop: Any) -> None:
+    """Jacobian methods that need the differentiable protocol, on a loop without it."""
+    a = cfg.analysis
+    if a is None or loop.capabilities().differentiable:
+        return
+    asked = []
+    if a.jacobian is not None:
+        asked += [("analysis.jacobian.methods", m) for m in a.jacobian.methods]
+    for section in ("lambda_curve", "critical_lambda"):
+        o = getattr(a, section)
+        if o is not None and getattr(o, "method", None):
+            asked.append((f"analysis.{section}.method", o.method))
+    bad = [(field, m) for field, m in asked if m in ("dense", "implicit")]
+    if bad:
+        field, m = bad[0]
+        raise ConfigError(
+            f"invalid configuration:\n  {field}: {m!r} needs a differentiable domain "
+            f"(loss, sample, draw_noise; see stabfw.core.differentiable), which "
+            f"{type(loop).__name__} is not; use 'finite_difference', 'empirical' or 'auto'")
 
 
 def load_config(

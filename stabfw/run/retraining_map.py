@@ -47,6 +47,9 @@ class RetrainingMap:
     True
     """
 
+    #: Evaluations of every map of this process (what analyzer progress bars count).
+    evaluations_in_process: int = 0
+
     def __init__(self, loop: Any, config: RetrainConfig | dict[str, Any], seed: int | None = None,
                  generation: int = 1):
         cfg = as_retrain_config(config)
@@ -186,6 +189,7 @@ class RetrainingMap:
         res = self.step(self.seed, self.generation, state, self.real, self.pool, self.n_real,
                         init=start)
         self.n_evaluations += 1
+        RetrainingMap.evaluations_in_process += 1
         return np.asarray(self.loop.theta(res.state), dtype=float).reshape(-1)
 
     def residual(self, theta: Any | None = None) -> float:
