@@ -128,7 +128,7 @@ def analyze_run(
     if analysis.headline is not None:
         results["headline"] = run_headline(results, cfg.loop.lam,
                                            **headline_options(analysis.headline, cfg))
-    return results
+    return dict(results)
 
 
 def headline_options(o: Any, cfg: RunConfig) -> dict[str, Any]:
