@@ -75,7 +75,8 @@ def test_capabilities_are_one_record():
     caps = GaussianLoop().capabilities()
     assert (caps.with_theta, caps.vectorized, caps.differentiable, caps.custom_mix) == \
         (True, True, False, False)
-    assert caps.to_dict()["score"] is False
+    assert caps.to_dict()["score"] is True  # its log-density (sampling_bias, top_fraction)
+    assert ThetaOnly().capabilities().to_dict()["score"] is False
     assert not ThetaOnly().capabilities().vectorized
 
 
