@@ -86,7 +86,7 @@ def resolve_hook(spec: Any) -> Hook | None:
         raise ValueError(f"unknown hook {name!r}; registered hooks: {known}")
     try:
         return _FACTORIES[name](**kwargs)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ValueError(f"hook {name!r}: {err}") from None
 
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import math
 import os
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from stabfw._util.filelock import exclusive
 from stabfw.errors import ConfigError
 from stabfw.run.callbacks import RunCallback
 
@@ -80,9 +82,17 @@ class MLflowTracker(RunCallback):
             # MLflow 3 keeps the file store behind this switch; a local store is the point
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         client = MlflowClient(tracking_uri=self.tracking_uri)
+        if not self.tracking_uri.startswith("file:"):
+            return client, self._experiment_id(client)
+        # sweep cells start in parallel: one creates the experiment, the others find it
+        root = Path(urllib.parse.urlparse(self.tracking_uri).path)
+        root.mkdir(parents=True, exist_ok=True)
+        with exclusive(root / ".stabfw-experiments.lock"):
+            return client, self._experiment_id(client)
+
+    def _experiment_id(self, client: Any) -> str:
         exp = client.get_experiment_by_name(self.experiment)
-        exp_id = exp.experiment_id if exp is not None else client.create_experiment(self.experiment)
-        return client, exp_id
+        return exp.experiment_id if exp is not None else client.create_experiment(self.experiment)
 
     def on_run_start(self, config: Any, seeds: np.ndarray, start_generation: int) -> None:
         client, exp_id = self._connect()

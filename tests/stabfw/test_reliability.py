@@ -426,9 +426,9 @@ def v46(tmp):
 def v47(tmp):
     _validate_and_run(tmp, G, r"loop\.curate: unknown hook 'nosuch_hook'; registered hooks: "
                               r".*top_fraction", sets=("--set", "loop.curate=nosuch_hook"))
-    # a registered hook the domain cannot serve (the Gaussian has no score)
-    _validate_and_run(tmp, G, r"loop\.curate: hook .* needs the loop to implement score",
-                      sets=("--set", "loop.curate=top_fraction"))
+    # a registered hook with an argument it refuses
+    _validate_and_run(tmp, G, r"loop\.correct: hook 'self_correct': gamma must be",
+                      sets=("--set", "loop.correct={name: self_correct, gamma: -1}"))
 
 
 def v48(tmp):
