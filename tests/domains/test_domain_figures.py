@@ -62,3 +62,25 @@ def test_rl_return_curves_per_lambda(tmp_path):
     _check_axes(fig)
     html = (runs["λ = 1"] / "report.html").read_text()
     assert "Return per generation and λ" in html and 'id="domain-figures"' in html
+
+
+def test_anomaly_score_histograms_admitted_vs_rejected(tmp_path):
+    pytest.importorskip("sklearn")
+    import numpy as np
+
+    from stabfw.domains.anomaly.loop import AnomalyLoop
+
+    domain = {"name": "anomaly", **AnomalyLoop.test_params}
+    runs = {"λ = 1": _run(tmp_path, domain, 1.0, generations=2)}
+    rec = np.load(runs["λ = 1"] / "scores" / "seed0" / "gen002.npz")
+    assert rec["normal"].size > 0 and np.isfinite(float(rec["threshold"]))
+    ((title, fig),) = make(**domain).report_figures(runs)
+    assert "admitted vs rejected" in title
+    axes = [a for a in fig.axes if a.get_visible()]
+    assert [a.get_title().split(":")[0] for a in axes] == [
+        "λ = 1, generation 0", "λ = 1, generation 1", "λ = 1, generation 2"]
+    _check_axes(fig)
+    assert [t.get_text() for t in fig.legends[0].get_texts()][:2] == [
+        "admitted (score ≤ threshold)", "rejected"]
+    html = (runs["λ = 1"] / "report.html").read_text()
+    assert "Stream scores: admitted vs rejected" in html
