@@ -221,3 +221,21 @@ def test_write_report_to_another_path(run_dir, tmp_path):
     target = write_report(run_dir, tmp_path / "elsewhere.html")
     assert target == tmp_path / "elsewhere.html"
     assert target.read_text() == (run_dir / "report.html").read_text()
+
+
+def test_templates_ship_as_package_data():
+    """Every template file is matched by pyproject's package-data globs."""
+    import fnmatch
+    from pathlib import Path
+
+    import tomllib
+
+    import stabfw.reporting.html as page
+
+    root = Path(__file__).resolve().parents[2]
+    data = tomllib.loads((root / "pyproject.toml").read_text())
+    globs = data["tool"]["setuptools"]["package-data"]["stabfw.reporting"]
+    files = [p.relative_to(page.TEMPLATES.parent).as_posix() for p in page.TEMPLATES.iterdir()]
+    assert {"templates/page.html.j2", "templates/macros.html.j2", "templates/style.css"} <= set(files)
+    assert all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files), (files, globs)
+    assert any(d.startswith("jinja2") for d in data["project"]["dependencies"])
