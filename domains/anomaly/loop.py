@@ -458,6 +458,32 @@ class AnomalyLoop(SelfConsumingLoop):
         model = self._det.with_theta(state.model, theta[:-1])
         return DetectorState(model, self._det.theta_to_threshold(theta[-1]), dict(state.info))
 
+    def set_run_dir(self, path: Any) -> None:
+        """Called by the runner: the stream scores of the first seed are recorded there,
+        for the report's histograms."""
+        self._run_dir = path
+
+    def _record(self, rng, normal: np.ndarray, anomaly: np.ndarray, tau: float) -> None:
+        # only the runner's metric draws name a (seed, generation); analyzers' do not
+        from stabfw.domains.anomaly.figures import RECORDED_SEEDS, record_scores
+
+        run_dir = getattr(self, "_run_dir", None)
+        seed, gen = getattr(rng, "seed", None), getattr(rng, "generation", None)
+        if None in (run_dir, seed, gen) or getattr(rng, "purpose", None) != "metrics":
+            return
+        seen = self.__dict__.setdefault("_recorded_seeds", [])
+        if seed not in seen:
+            if len(seen) >= RECORDED_SEEDS:
+                return
+            seen.append(seed)
+        record_scores(run_dir, int(seed), int(gen), normal, anomaly, tau)
+
+    def report_figures(self, runs):
+        """Histograms of the stream's scores, admitted vs rejected, per generation and λ."""
+        from stabfw.domains.anomaly.figures import score_histograms
+
+        return score_histograms(runs)
+
     def metric_info(self) -> dict[str, MetricInfo]:
         """What each metric measures (diversity metrics heading to zero mean collapse)."""
         q = MetricInfo("quality", "higher")
@@ -490,6 +516,7 @@ class AnomalyLoop(SelfConsumingLoop):
         scored = self.stream_scores(state)
         normal_admit = float(np.mean(scored[sn] <= tau))
         anomaly_admit = float(np.mean(scored[sa] <= tau)) if sa.size else nan
+        self._record(rng, scored[sn], scored[sa], tau)
         info = state.info
         return {
             "roc_auc": float(roc_auc_score(y, s)) if both else nan,

@@ -383,6 +383,12 @@ class DiffusionLoop(SelfConsumingLoop):
         """Called by the runner with the run directory: sample grids are written there."""
         self._run_dir = Path(path)
 
+    def report_figures(self, runs):
+        """The sample grids the run wrote (``samples/``), per generation and λ."""
+        from stabfw.domains.diffusion.figures import sample_figures
+
+        return sample_figures(runs, self.artifacts_dir)
+
     def _artifacts(self) -> Path | None:
         if self.artifacts_dir is not None:
             return Path(self.artifacts_dir)

@@ -415,6 +415,37 @@ class ForecastingLoop(SelfConsumingLoop):
             return self._diverged()
         return self._family.with_theta(state, np.asarray(theta, dtype=float))
 
+    def set_run_dir(self, path: Any) -> None:
+        """Called by the runner: the forecasts of the first seeds are recorded there, for
+        the report's fan chart."""
+        self._run_dir = path
+
+    def _record(self, rng: np.random.Generator, point: np.ndarray, paths: np.ndarray) -> None:
+        # only the runner's metric draws name a (seed, generation); analyzers' do not
+        from stabfw.domains.forecasting.figures import RECORDED_SEEDS, record_forecast
+
+        run_dir = getattr(self, "_run_dir", None)
+        seed, gen = getattr(rng, "seed", None), getattr(rng, "generation", None)
+        if None in (run_dir, seed, gen) or getattr(rng, "purpose", None) != "metrics":
+            return
+        seen = self.__dict__.setdefault("_recorded_seeds", [])
+        if seed not in seen:
+            if len(seen) >= RECORDED_SEEDS:
+                return
+            seen.append(seed)
+        lo, hi = np.quantile(paths, [(1 - self.coverage) / 2, (1 + self.coverage) / 2], axis=1)
+        record_forecast(run_dir, int(seed), int(gen), point, lo, hi)
+
+    def report_figures(self, runs):
+        """A fan chart per λ: history, the real future, forecasts of generations 0, middle
+        and last with their intervals."""
+        from stabfw.domains.forecasting.figures import fan_chart
+
+        self._setup()
+        train = self._train.to_numpy(dtype=float)
+        history = np.exp(train) if self.log else train
+        return fan_chart(runs, history, self._test, self.coverage)
+
     def metric_info(self) -> dict[str, MetricInfo]:
         """What each metric measures (diversity metrics heading to zero mean collapse)."""
         out = {
@@ -440,6 +471,7 @@ class ForecastingLoop(SelfConsumingLoop):
         if self.log:
             point, paths = np.exp(point), np.exp(paths)
         cov, width = interval_coverage(self._test, paths, self.coverage)
+        self._record(rng, point, paths)
         out = {"mase": mase(self._test, point, self._scale), "smape": smape(self._test, point),
                "pi_coverage": cov, "pi_width": width}
         out.update(self._family.summary(state))

@@ -293,6 +293,12 @@ class BehaviorCloningLoop(SelfConsumingLoop):
         self._setup()
         return self._spec.signature(state.theta, self._probe)
 
+    def report_figures(self, runs):
+        """The evaluation return (and KL to the expert) per generation, one curve per λ."""
+        from stabfw.domains.rl.figures import return_figure
+
+        return return_figure(runs)
+
     def metric_info(self) -> dict[str, MetricInfo]:
         """What each metric measures (diversity metrics heading to zero mean collapse)."""
         return {

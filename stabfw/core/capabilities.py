@@ -39,7 +39,8 @@ class Capabilities:
     custom_mix : bool
         ``mix(...)`` builds the training set instead of the config's mixing policy.
     figures : bool
-        ``figures(trajectory, out_dir)`` draws domain figures for the report.
+        ``report_figures(runs)`` (or the older ``figures(trajectory, out_dir)``) gives domain
+        figures for the report.
     """
 
     with_theta: bool = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -53,6 +54,8 @@ class SelfConsumingLoop(abc.ABC):
         ``(TrainingSet, pool)`` and document how it maps onto λ.
     score(batch, state)
         One float per sample, higher is better (the ``top_fraction`` hook).
+    report_figures(runs)
+        Domain figures (sample grids, fan charts, …) for the report page.
     loss / sample / draw_noise
         The differentiable protocol (:mod:`stabfw.core.differentiable`).
 
@@ -191,8 +194,28 @@ class SelfConsumingLoop(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} mixes by the config's policy")
 
+    def report_figures(self, runs: Mapping[str, Any]) -> list[tuple[str, Any]]:
+        """Domain figures for a report page (optional; default none).
+
+        Parameters
+        ----------
+        runs : mapping of str to path
+            Label → run directory: one entry on a run's page, one per cell (labelled by
+            its swept values, e.g. ``"λ = 0.5"``) on a sweep's page. Read what the run left
+            there (``Trajectory.load(dir)``, or files the domain wrote itself through
+            :meth:`set_run_dir`, such as sample grids); do not run the loop again.
+
+        Returns
+        -------
+        list of (str, path or matplotlib Figure)
+            ``(title, figure)`` pairs in display order: a PNG file, or a ``Figure`` that
+            the page renders and closes. The page embeds each one under its title.
+        """
+        return []
+
     def figures(self, trajectory: Any, out_dir: Any) -> list[Any]:
-        """Draw domain figures of a finished run into ``out_dir`` (optional).
+        """Draw domain figures of a finished run into ``out_dir`` (optional; the older hook,
+        still shown on a run's page — prefer :meth:`report_figures`).
 
         Return the paths written; the report shows them. The default draws none.
         """
@@ -213,7 +236,8 @@ class SelfConsumingLoop(abc.ABC):
             vectorized=isinstance(self, VectorizedLoop),
             score=callable(getattr(self, "score", None)),
             custom_mix=cls.mix is not base.mix,
-            figures=cls.figures is not base.figures,
+            figures=(cls.figures is not base.figures
+                     or cls.report_figures is not base.report_figures),
         )
 
     @property

@@ -17,8 +17,9 @@ from stabfw._util.tables import group_rows, other_axes, value_key
 from stabfw.analysis.critical import CriticalValue, resolve_xscale, to_coordinate
 from stabfw.run.trajectory import Trajectory
 
-__all__ = ["plot_analysis", "plot_crossing", "plot_headline", "plot_heatmap", "plot_rho_vs_lambda",
-           "plot_runs"]
+__all__ = ["analysis_figure", "headline_figure", "integer_generations", "plot_analysis",
+           "plot_crossing", "plot_headline", "plot_heatmap", "plot_rho_vs_lambda", "plot_runs",
+           "runs_figure"]
 
 # Bookkeeping columns that are not worth a panel of their own.
 _SKIP = {"n_real", "n_synthetic"}
@@ -35,32 +36,47 @@ def _band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                     np.nanquantile(v, 0.9, axis=0))
 
 
-def plot_runs(
+#: Axis labels (with units) of the columns every run has.
+_BUILTIN_LABELS = {"dist_to_theta_star": "‖θ_t − θ*‖ (units of θ, log scale)",
+                   "n_real": "real samples", "n_synthetic": "synthetic samples",
+                   "lam_effective": "λ realised (synthetic / real samples)"}
+
+
+def integer_generations(ax: Any) -> None:
+    """Generation ticks at whole numbers only (a short run gets no 0.5, 1.5, …)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _metric_label(name: str, descriptions: Mapping[str, str] | None) -> str:
+    import textwrap
+
+    text = (descriptions or {}).get(name) or _BUILTIN_LABELS.get(name) or f"{name} (value)"
+    return "\n".join(textwrap.wrap(text, 34))
+
+
+def runs_figure(
     runs: Mapping[str, Trajectory],
-    path: str | Path,
     metrics: Sequence[str] | None = None,
     title: str | None = None,
-) -> Path:
-    """Write a PNG with one panel per metric and one curve per run.
-
-    Each curve is the median over seeds with a 10–90 % band. ``dist_to_theta_star`` is
-    drawn on a log scale (generation 0 is θ* itself and is left out there).
-
-    Parameters
-    ----------
-    runs : mapping of label to Trajectory
-    path : path of the PNG
-    metrics : metric names to plot (default: every metric of the first run)
-    title : figure title
-    """
+    descriptions: Mapping[str, str] | None = None,
+) -> Any:
+    """The figure of :func:`plot_runs` (a matplotlib ``Figure``, not saved)."""
     plt = pyplot()
+    from matplotlib.lines import Line2D
+
     first = next(iter(runs.values()))
     names = list(metrics) if metrics else [m for m in first.metric_names if m not in _SKIP]
+    if descriptions is None:  # what the runner recorded of the domain's metric_info()
+        descriptions = {k: (v or {}).get("description") for traj in runs.values()
+                        for k, v in (traj.meta.get("metric_info") or {}).items()}
     ncols = min(3, len(names))
     nrows = int(np.ceil(len(names) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False)
     colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(len(runs), 1)))
     for ax, name in zip(axes.flat, names):
+        left_out = []
         for color, (label, traj) in zip(colors, runs.items()):
             if name not in traj.metrics.columns:
                 continue
@@ -70,32 +86,70 @@ def plot_runs(
                 # log scale: leave out generation 0 (θ* itself) and exact zeros (λ = 0)
                 values, gens = np.where(values[:, 1:] > 0, values[:, 1:], np.nan), gens[1:]
                 if np.all(np.isnan(values)):
+                    left_out.append(label)
                     continue
             med, lo, hi = _band(values)
             ax.plot(gens, med, color=color, lw=2, label=label)
             ax.fill_between(gens, lo, hi, color=color, alpha=0.2, lw=0)
         if name == "dist_to_theta_star" and ax.has_data():
             ax.set_yscale("log")
-            ax.set_ylabel("‖θ_t − θ*‖ (log)")
+        if left_out:  # said on the panel, so a missing curve is not a mystery
+            ax.text(0.02, 0.02, f"{', '.join(left_out)}: θ_t = θ* throughout (not on a log "
+                    "scale)", transform=ax.transAxes, fontsize=7, color="gray")
         ax.set_title(name)
         ax.set_xlabel("generation")
+        ax.set_ylabel(_metric_label(name, descriptions), fontsize=8)
+        integer_generations(ax)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if len(runs) > 1 and handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(runs), 6),
-                   bbox_to_anchor=(0.5, -0.01), frameon=False)
+    # one figure-level legend of every run, drawn from proxies: a run missing from one
+    # panel (λ = 0 on the log-scale distance) is still named
+    handles = [Line2D([], [], color=c, lw=2, label=label) for c, label in zip(colors, runs)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(runs), 6),
+               bbox_to_anchor=(0.5, -0.01), frameon=False)
     n_seeds = first.seeds.size
     fig.suptitle(title or "", fontsize=13)
     fig.text(0.99, 0.005, f"median over {n_seeds} seeds, band: 10–90 %", ha="right",
              fontsize=8, color="gray")
-    fig.tight_layout(rect=(0, 0.06 if len(runs) > 1 else 0.02, 1, 0.96))
-    return save_figure(fig, path, tight=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    return fig
+
+
+def plot_runs(
+    runs: Mapping[str, Trajectory],
+    path: str | Path,
+    metrics: Sequence[str] | None = None,
+    title: str | None = None,
+    descriptions: Mapping[str, str] | None = None,
+) -> Path:
+    """Write a PNG with one panel per metric and one curve per run.
+
+    Each curve is the median over seeds with a 10–90 % band. ``dist_to_theta_star`` is
+    drawn on a log scale (generation 0 is θ* itself and is left out there; a run that
+    never leaves θ* is named on the panel). One legend below the panels names every run.
+
+    Parameters
+    ----------
+    runs : mapping of label to Trajectory
+    path : path of the PNG
+    metrics : metric names to plot (default: every metric of the first run)
+    title : figure title
+    descriptions : mapping, optional
+        Metric name → what it measures, with its unit: the panels' y labels (default: the
+        :class:`~stabfw.core.capabilities.MetricInfo` descriptions the runner recorded in
+        ``meta["metric_info"]``).
+    """
+    return save_figure(runs_figure(runs, metrics, title, descriptions), path, tight=False)
 
 
 def plot_analysis(results: dict, path: str | Path, title: str | None = None) -> Path:
-    """Write a PNG of analyzer results (the dict :func:`stabfw.analysis.pipeline.analyze_run`
+    """Write :func:`analysis_figure` as a PNG at ``path``."""
+    return save_figure(analysis_figure(results, title), path, tight=False)
+
+
+def analysis_figure(results: dict, title: str | None = None) -> Any:
+    """The figure of analyzer results (the dict :func:`stabfw.analysis.pipeline.analyze_run`
     returns).
 
     Panels, as far as the results hold them: distance to θ* per generation (log scale,
@@ -130,7 +184,8 @@ def plot_analysis(results: dict, path: str | Path, title: str | None = None) -> 
             if np.nanmax(np.where(np.isfinite(d), d, 0.0)) > 0:  # λ = 0: θ never moves
                 ax.set_yscale("log")
             ax.set_xlabel("generation")
-            ax.set_ylabel("‖θ_t − θ*‖ (log)")
+            ax.set_ylabel("‖θ_t − θ*‖ (units of θ, log scale)")
+            integer_generations(ax)
             rate = fp.get("rate")
             ax.set_title(f"{fp['verdict']}" + (f", rate {rate:.3g}" if rate is not None else ""),
                          fontsize=10)
@@ -180,7 +235,7 @@ def plot_analysis(results: dict, path: str | Path, title: str | None = None) -> 
         ax.grid(alpha=0.3)
     fig.suptitle(title or "", fontsize=12)
     fig.tight_layout(rect=(0, 0, 1, 0.94))
-    return save_figure(fig, path, tight=False)
+    return fig
 
 
 # --- a sweep's stability diagrams ------------------------------------------------------
@@ -329,7 +384,12 @@ _VERDICT_COLORS = {"converged": "#2a9d8f", "stationary_noise": "#8ab17d", "colla
 
 
 def plot_headline(headline: Mapping[str, Any], path: str | Path, title: str | None = None) -> Path:
-    """``headline.png``: one point per λ (spaced as λ/(1+λ), ∞ at 1) — the verdict as the
+    """Write :func:`headline_figure` as ``headline.png`` (or any ``path``)."""
+    return save_figure(headline_figure(headline, title), path)
+
+
+def headline_figure(headline: Mapping[str, Any], title: str | None = None) -> Any:
+    """The headline figure: one point per λ (spaced as λ/(1+λ), ∞ at 1) — the verdict as the
     marker's colour, ρ(J) with its interval, the closed form λ/(1+λ) and Theorem 1's bound
     where it is not vacuous; points whose Jacobian is not evidence (``not_differentiable``,
     ``ill_conditioned``) are drawn grey and hollow with their status. The λ* statement is
@@ -386,4 +446,4 @@ def plot_headline(headline: Mapping[str, Any], path: str | Path, title: str | No
     ax.set_title((title + "\n" if title else "") + (crit or ""), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
-    return save_figure(fig, path)
+    return fig

@@ -1,15 +1,22 @@
 """A self-contained HTML page for a run or sweep directory (``stabfw report DIR``).
 
-The page embeds every PNG of the directory (base64 ``data:`` URIs), the resolved config,
-the analyzer results as a table, the seeds and the package versions; it loads nothing from
-anywhere (no scripts, no external style sheets), so it can be mailed or archived alone. A
-sweep's page links to its cells' pages by relative paths.
+The page opens with a summary card (the headline in words and colour: the verdict per λ,
+ρ(J) against theory, where the loop converges, Theorem 1, λ*), then the figures (every PNG
+of the directory and the domain's own, from :meth:`~stabfw.SelfConsumingLoop.report_figures`),
+then compact tables (long series as inline sparklines, nested records folded), then the
+provenance (run time per phase, seeds, versions, config). It is rendered from the Jinja2
+templates in ``stabfw/reporting/templates`` and loads nothing from anywhere (images are
+base64 ``data:`` URIs, no scripts, no external style sheets), so it can be mailed or archived
+alone. A sweep's page links to its cells' pages by relative paths.
 """
 
 from __future__ import annotations
 
 import base64
-import html
+import io
+import logging
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +25,25 @@ import yaml
 from stabfw._util.atomic import atomic_write
 from stabfw._util.jsonio import read_json
 from stabfw._util.numbers import fmt
+from stabfw.reporting.card import summary_card
+from stabfw.reporting.compact import analysis_groups, sparkline_svg
 from stabfw.run.provenance import VERSION
 
-__all__ = ["write_report"]
+__all__ = ["TEMPLATES", "domain_figures", "render_page", "write_report"]
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
-max-width:1100px;padding:0 1em;color:#222;line-height:1.45}
-h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;border-bottom:1px solid #ddd;
-padding-bottom:.2em;margin-top:1.8em}.sub{color:#666;margin-top:0}
-table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
-th,td{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
-th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
-figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
-figcaption{color:#666;font-size:.85em}pre{background:#f7f7f7;padding:.8em;overflow:auto;
-font-size:.8em}.ok{color:#1a7f37}.bad{color:#b42318}.muted{color:#888}
-.scroll{overflow-x:auto}
-"""
+log = logging.getLogger(__name__)
 
-_FIGURE_ORDER = ("stability.png", "heatmap.png", "rho_vs_lambda.png", "report.png")
+#: Where the page templates live (shipped as package data).
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+_FIGURE_ORDER = ("headline.png", "stability.png", "rho_vs_lambda.png", "heatmap.png",
+                 "report.png", "analysis.png")
 _CAPTIONS = {
+    "headline.png": "The headline: ρ(J) per λ (± CI) coloured by the verdict, against the "
+                    "closed form λ/(1+λ) and Theorem 1's bound.",
     "report.png": "Metrics across generations: median over seeds, band 10–90 %.",
+    "analysis.png": "Analyzer results: distance to θ* per generation, the leading "
+                    "eigenvalues of J, ρ(J) against λ.",
     "stability.png": "The stability diagram: the quantity along the critical axis, mean over "
                      "seeds ± standard error, with the threshold and the critical value.",
     "heatmap.png": "Heat map of a quantity over two swept axes (mean over seeds).",
@@ -46,48 +51,129 @@ _CAPTIONS = {
 }
 
 
-def _e(x: Any) -> str:
-    return html.escape(str(x), quote=True)
+# --- rendering ------------------------------------------------------------------------
+def _cell(value: Any) -> Any:
+    """A table cell: pre-rendered markup as it is, numbers formatted, the rest as text."""
+    from markupsafe import Markup
+
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == "html":
+        return Markup(value[1])
+    if isinstance(value, bool) or value is None:
+        return "—" if value is None else str(value)
+    if isinstance(value, float):
+        return fmt(value, 5)
+    return str(value)
 
 
-def _num(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
-        return _e(v)
-    if isinstance(v, float):
-        return _e(fmt(v, 5))
-    return _e(v)
+def _environment() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["cell"] = _cell
+    return env
 
 
-def _table(header: list[str] | None, rows: list[list[Any]], cls: str = "") -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header or [])
-    head = f"<thead><tr>{head}</tr></thead>" if head else ""
-    body = []
-    for r in rows:
-        cells = []
-        for v in r:
-            if isinstance(v, tuple) and len(v) == 2 and v[0] == "html":  # pre-rendered cell
-                cells.append(f"<td>{v[1]}</td>")
-            elif isinstance(v, (int, float)) and not isinstance(v, bool):
-                cells.append(f'<td class="num">{_num(v)}</td>')
-            else:
-                cells.append(f"<td>{_num(v)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return (f'<div class="scroll"><table class="{cls}">{head}'
-            f"<tbody>{''.join(body)}</tbody></table></div>")
+def render_page(context: Mapping[str, Any]) -> str:
+    """Render ``page.html.j2`` with ``context`` (the keys :func:`write_report` fills)."""
+    env = _environment()
+    defaults = {"critical_rows": None, "critical_note": "", "metric_rows": None,
+                "cell_rows": None, "cell_header": [], "analysis_groups": None,
+                "domain_figures": [], "domain_note": "", "version": VERSION,
+                "css": (TEMPLATES / "style.css").read_text(encoding="utf-8")}
+    return env.get_template("page.html.j2").render(**{**defaults, **context})
 
 
-def _figures(root: Path) -> str:
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _figure_png(fig: Any) -> bytes:
+    from stabfw._util.plotting import pyplot
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    pyplot().close(fig)
+    return buf.getvalue()
+
+
+def _figures(root: Path) -> list[dict[str, str]]:
     pngs = sorted(root.glob("*.png"), key=lambda p: (
         _FIGURE_ORDER.index(p.name) if p.name in _FIGURE_ORDER else len(_FIGURE_ORDER), p.name))
-    out = []
-    for p in pngs:
-        data = base64.b64encode(p.read_bytes()).decode("ascii")
-        out.append(f'<figure><img alt="{_e(p.name)}" src="data:image/png;base64,{data}">'
-                   f"<figcaption>{_e(p.name)} — {_e(_CAPTIONS.get(p.name, ''))}</figcaption>"
-                   "</figure>")
-    return "\n".join(out) or '<p class="muted">No figures (output.report was off).</p>'
+    return [{"alt": p.name, "src": _data_uri(p.read_bytes()), "title": p.name,
+             "caption": _CAPTIONS.get(p.name, "")} for p in pngs]
 
 
+# --- domain figures -------------------------------------------------------------------
+def _cell_label(overrides: Mapping[str, Any]) -> str:
+    parts = []
+    for k, v in overrides.items():
+        if k == "loop.lam":
+            try:
+                lam = float(v)
+                parts.append("λ = " + ("∞" if math.isinf(lam) else fmt(lam, 6)))
+                continue
+            except (TypeError, ValueError):
+                pass
+        parts.append(f"{k.split('.')[-1]} = {v}")
+    return ", ".join(parts)
+
+
+def domain_figures(domain: Mapping[str, Any], runs: Mapping[str, Path],
+                   root: Path) -> tuple[list[dict[str, str]], str]:
+    """The domain's own figures for a page: ``(images, note)``.
+
+    Builds the loop from its ``domain:`` section (construction only stores arguments) and
+    asks :meth:`~stabfw.SelfConsumingLoop.report_figures` for ``(title, PNG or Figure)``
+    pairs; a run's page also shows what the older ``figures(trajectory, out_dir)`` hook
+    draws. A domain whose figures fail loses them, not the page: the note says why.
+
+    Parameters
+    ----------
+    domain : mapping
+        ``{"name": ..., **params}``.
+    runs : mapping of label to run directory
+    root : path
+        The page's directory (an image's ``alt`` is its path relative to it).
+    """
+    from stabfw.core.loop import SelfConsumingLoop
+    from stabfw.run.registry import make
+
+    params = {k: v for k, v in domain.items() if k != "name"}
+    images = []
+    try:
+        loop = make(domain["name"], **params)
+        pairs = list(loop.report_figures(dict(runs)))
+        if type(loop).figures is not SelfConsumingLoop.figures and len(runs) == 1:
+            from stabfw.run.trajectory import Trajectory
+
+            (run_dir,) = runs.values()
+            for p in loop.figures(Trajectory.load(run_dir, verify=False), run_dir) or []:
+                pairs.append((Path(p).stem, p))
+    except Exception as err:  # a figure must never cost the page
+        log.warning("domain figures of %s failed: %s: %s", domain.get("name"),
+                    type(err).__name__, err)
+        log.debug("the domain figures' traceback", exc_info=True)
+        return [], f"The domain's figures could not be drawn: {type(err).__name__}: {err}"
+    for title, item in pairs:
+        if isinstance(item, (str, Path)):
+            path = Path(item)
+            if not path.is_file():
+                continue
+            try:
+                alt = str(path.resolve().relative_to(root.resolve()))
+            except ValueError:
+                alt = path.name
+            images.append({"alt": alt, "src": _data_uri(path.read_bytes()), "title": title,
+                           "caption": ""})
+        else:
+            images.append({"alt": title, "src": _data_uri(_figure_png(item)), "title": title,
+                           "caption": ""})
+    return images, ""
+
+
+# --- provenance -----------------------------------------------------------------------
 def _seeds_text(seeds: list[int]) -> str:
     if not seeds:
         return "—"
@@ -102,144 +188,177 @@ def _config_seeds(config: dict[str, Any]) -> list[int]:
     return list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
 
 
-def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    if isinstance(value, dict):
-        out = []
-        for k, v in value.items():
-            out.extend(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    if isinstance(value, list):
-        if len(value) <= 8 and all(not isinstance(v, (dict, list)) for v in value):
-            return [(prefix, ", ".join(_num(v) for v in value))]
-        return [(prefix, f"[{len(value)} values]")]
-    return [(prefix, value)]
-
-
-def _analysis_section(analysis: Any) -> str:
-    if not analysis:
-        return ('<p class="muted">No analyzer results (add an <code>analysis:</code> section to '
-                "the config to run the fixed-point and Jacobian analyzers).</p>")
-    parts = []
-    groups = analysis.items() if isinstance(analysis, dict) else [("analysis", analysis)]
-    for name, result in groups:
-        rows = [[k or name, _verdict_cell(k, v)] for k, v in _flatten(result)]
-        parts.append(f"<h3>{_e(name)}</h3>" + _table(["result", "value"], rows, "analysis"))
-    return "\n".join(parts)
-
-
-def _verdict_cell(key: str, value: Any) -> Any:
-    if key.split(".")[-1] == "verdict" and isinstance(value, str):
-        cls = "ok" if value in ("converged", "stationary_noise", "stationary-noise") else "bad"
-        return ("html", f'<span class="{cls}">{_e(value)}</span>')
-    return value
-
-
-def _environment_section(env: dict[str, Any]) -> str:
+def _versions(env: dict[str, Any]) -> list[list[Any]]:
     if not env:
-        return '<p class="muted">Not recorded.</p>'
+        return []
     rows = [["python", env.get("python", "?")], ["platform", env.get("platform", "?")],
             ["created (UTC)", env.get("created_utc", "?")]]
-    rows += [[k, v] for k, v in (env.get("packages") or {}).items()]
-    return _table(["component", "version"], rows, "versions")
-
-
-def _page(title: str, subtitle: str, sections: list[tuple[str, str]]) -> str:
-    body = "\n".join(f'<section id="{_e(sid)}"><h2>{_e(head)}</h2>\n{content}</section>'
-                     for sid, head, content in ((s[0].lower().replace(" ", "-"), *s)
-                                                for s in sections))
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<meta name=\"generator\" content=\"stabfw {_e(VERSION)}\">\n"
-            f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-            f"<h1>{_e(title)}</h1>\n<p class=\"sub\">{_e(subtitle)}</p>\n{body}\n"
-            "</body>\n</html>\n")
+    return rows + [[k, v] for k, v in (env.get("packages") or {}).items()]
 
 
 def _yaml(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
 
 
-def _run_page(root: Path) -> str:
+def _run_timings(meta: Mapping[str, Any], analysis: Mapping[str, Any] | None) -> list[list[Any]]:
+    """Seconds per phase, as far as they were recorded: the generations, any phases the
+    runner recorded (``meta["timings"]``), and each analyzer's own ``wall_time`` /
+    ``seconds``."""
+    rows: list[list[Any]] = []
+    if meta.get("seconds") is not None:
+        rows.append(["generations × seeds (the loop)", meta["seconds"]])
+    for k, v in (meta.get("timings") or {}).items():
+        rows.append([str(k), v])
+    for name, result in (analysis or {}).items():
+        if not isinstance(result, Mapping):
+            continue
+        subs = [(None, result)] + [(k, v) for k, v in result.items() if isinstance(v, Mapping)]
+        for sub, r in subs:
+            for key in ("wall_time", "seconds"):
+                if isinstance(r.get(key), (int, float)):
+                    rows.append([f"{name}: {sub}" if sub else name, r[key]])
+    return rows
+
+
+# --- pages ----------------------------------------------------------------------------
+def _metric_rows(root: Path, summary: Mapping[str, Any]) -> list[list[Any]]:
+    means: dict[str, list[float]] = {}
+    if (root / "metrics.csv").is_file():
+        import pandas as pd
+
+        frame = pd.read_csv(root / "metrics.csv")
+        if "generation" in frame.columns:
+            by = frame.drop(columns=[c for c in ("seed",) if c in frame.columns])
+            g = by.groupby("generation").mean(numeric_only=True)
+            means = {c: g[c].tolist() for c in g.columns}
+    rows = []
+    for name, s in (summary.get("metrics") or {}).items():
+        series = means.get(name)
+        spark = ("html", sparkline_svg(series, label=name)) if series and len(series) > 1 else "—"
+        rows.append([name, spark, s.get("generation_0_mean"), s.get("final_mean"),
+                     s.get("final_median"), s.get("final_q10"), s.get("final_q90")])
+    return rows
+
+
+def _run_context(root: Path) -> dict[str, Any]:
     record = yaml.safe_load((root / "config.yaml").read_text()) or {}
     summary = read_json(root / "summary.json") if (root / "summary.json").is_file() else {}
-    config = record.get("config") or {}
+    config = record.get("config") or summary.get("config") or {}
     loop = config.get("loop") or {}
-    domain = (config.get("domain") or {}).get("name", "?")
-    meta = record.get("meta") or {}
-    facts = [["domain", domain], ["policy", loop.get("policy", "?")],
-             ["λ", loop.get("lam", "?")], ["generations", summary.get("generations", "?")],
+    domain = config.get("domain") or {}
+    meta = {**(record.get("meta") or {}), **(summary.get("meta") or {})}
+    analysis = summary.get("analysis") or None
+    lam = loop.get("lam", "?")
+    facts = [["domain", domain.get("name", "?")], ["policy", loop.get("policy", "?")],
+             ["λ", lam], ["generations", summary.get("generations", "?")],
              ["seeds", summary.get("n_seeds", len(record.get("seeds") or []))],
              ["dim θ", summary.get("dim_theta", "?")], ["path", meta.get("path", "?")],
-             ["run time (s)", meta.get("seconds", "?")],
              ["non-finite events", (summary.get("nonfinite") or {}).get("text", "none")]]
-    metric_rows = [[name, s.get("generation_0_mean"), s.get("final_mean"), s.get("final_median"),
-                    s.get("final_q10"), s.get("final_q90")]
-                   for name, s in (summary.get("metrics") or {}).items()]
-    sections = [
-        ("Overview", _table(None, facts, "facts")),
-        ("Figures", _figures(root)),
-        ("Metrics", _table(["metric", "generation 0 mean", "final mean", "final median",
-                            "final q10", "final q90"], metric_rows, "metrics")),
-        ("Analyzer results", _analysis_section(summary.get("analysis"))),
-        ("Configuration", f"<pre class=\"config\">{_e(_yaml(config))}</pre>"),
-        ("Seeds", f"<p class=\"seeds\">{_e(_seeds_text(list(record.get('seeds') or [])))}</p>"),
-        ("Versions", _environment_section(record.get("environment") or {})),
-    ]
-    lam = loop.get("lam", "?")
-    return _page(f"stabfw run: {domain}, {loop.get('policy', '?')}, λ = {lam}",
-                 f"{root.resolve()}", sections)
+    dom, note = (domain_figures(domain, {_cell_label({"loop.lam": lam}): root}, root)
+                 if domain.get("name") else ([], ""))
+    return {
+        "title": f"stabfw run: {domain.get('name', '?')}, {loop.get('policy', '?')}, λ = {lam}",
+        "subtitle": str(root.resolve()),
+        "card": summary_card((analysis or {}).get("headline"), [lam]),
+        "facts": facts, "figures": _figures(root), "domain_figures": dom, "domain_note": note,
+        "metric_rows": _metric_rows(root, summary),
+        "analysis_groups": analysis_groups(analysis),
+        "provenance": {"timings": _run_timings(meta, analysis),
+                       "seeds": _seeds_text(list(record.get("seeds") or [])),
+                       "versions": _versions(record.get("environment") or {}),
+                       "config": _yaml(config)},
+    }
 
 
-def _sweep_page(root: Path) -> str:
-    import pandas as pd
+def _pick(summary: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    v: Any = summary
+    for k in path:
+        if not isinstance(v, Mapping):
+            return None
+        v = v.get(k)
+    return v
 
+
+def _cell_analysis(summary: Mapping[str, Any]) -> list[Any]:
+    """Verdict, rate and ρ(J) of one cell, from its headline row when it has one."""
+    rows = _pick(summary, ("analysis", "headline", "rows")) or []
+    if rows:
+        r = rows[0]
+        verdict = r.get("verdict")
+        cls = "good" if r.get("stable") else ("bad" if r.get("stable") is False else "muted")
+        return [("html", f'<span class="{cls}">{verdict}</span>') if verdict else "—",
+                r.get("rate"), r.get("rho")]
+    fp = _pick(summary, ("analysis", "fixed_point")) or {}
+    return [fp.get("verdict") or "—", fp.get("rate"), None]
+
+
+def _sweep_context(root: Path) -> dict[str, Any]:
     index = read_json(root / "index.json")
     config = index.get("config") or {}
     grid = index.get("grid") or (config.get("sweep") or {}).get("grid") or {}
-    domain = (config.get("domain") or {}).get("name", "?")
+    domain = config.get("domain") or {}
     stab = read_json(root / "stability.json") if (root / "stability.json").is_file() else {}
-    crit_rows = [[c.get("text", "")] for c in stab.get("critical") or []]
-    if crit_rows:
-        crit = _table(["critical value"], crit_rows, "critical")
-    else:
-        crit = f'<p class="muted">{_e(stab.get("note", "No critical value computed."))}</p>'
-    agg = pd.read_csv(root / "aggregates.csv") if (root / "aggregates.csv").is_file() else None
-    cell_rows, header = [], ["cell", *grid, "status", "report"]
-    extra: list[str] = []
-    if agg is not None:
-        extra = [c for c in agg.columns if c.endswith(".final_mean")][:6]
-        extra += [c for c in agg.columns if c.startswith("analysis.")][:8]
-        header = ["cell", *grid, "status", *extra, "report"]
-        for _, r in agg.iterrows():
-            link = f"cells/{r['cell']}/report.html"
-            has = (root / link).is_file()
-            cell_rows.append([r["cell"], *[r.get(k) for k in grid], r["status"],
-                              *[r.get(c) for c in extra],
-                              ("html", f'<a href="{_e(link)}">page</a>') if has else "—"])
-    env, seeds = {}, _config_seeds(config)
-    for c in index.get("cells") or []:
-        f = root / c["dir"] / "config.yaml"
-        if f.is_file():
-            env = (yaml.safe_load(f.read_text()) or {}).get("environment") or {}
-            break
-    n_cells = len(index.get("cells") or [])
-    status = {}
-    for c in index.get("cells") or []:
+    summary = read_json(root / "summary.json") if (root / "summary.json").is_file() else {}
+    headline = summary.get("headline") or stab.get("headline")
+    cells = index.get("cells") or []
+    summaries, records = {}, {}
+    for c in cells:
+        d = root / c["dir"]
+        if (d / "summary.json").is_file():
+            summaries[c["cell"]] = read_json(d / "summary.json")
+        if (d / "config.yaml").is_file():
+            records[c["cell"]] = yaml.safe_load((d / "config.yaml").read_text()) or {}
+    metric_names: list[str] = []
+    declared: set[str] = set()
+    for s in summaries.values():
+        metric_names += [m for m in (s.get("metrics") or {}) if m not in metric_names]
+        declared |= set((s.get("meta") or {}).get("metric_info") or {})
+    # the domain's own metrics first, then the framework's (distance to θ*, λ realised)
+    metric_names = sorted((m for m in metric_names if m not in ("n_real", "n_synthetic")),
+                          key=lambda m: m not in declared)[:4]
+    header = ["cell", *grid, "status", "seconds", "verdict", "rate", "ρ(J)",
+              *[f"{m} final mean" for m in metric_names], "report"]
+    cell_rows = []
+    for c in cells:
+        s = summaries.get(c["cell"], {})
+        link = f"{c['dir']}/report.html"
+        cell_rows.append([c["cell"], *[c.get("overrides", {}).get(k) for k in grid],
+                          c.get("status"), c.get("seconds"), *_cell_analysis(s),
+                          *[_pick(s, ("metrics", m, "final_mean")) for m in metric_names],
+                          ("html", f'<a href="{link}">page</a>') if (root / link).is_file()
+                          else "—"])
+    status: dict[str, int] = {}
+    for c in cells:
         status[c.get("status")] = status.get(c.get("status"), 0) + 1
-    facts = [["domain", domain], ["cells", n_cells],
+    facts = [["domain", domain.get("name", "?")], ["cells", len(cells)],
              ["status", ", ".join(f"{v} {k}" for k, v in status.items())],
-             ["backend", index.get("backend", "?")], ["run time (s)", index.get("seconds", "?")],
-             *[[f"grid: {k}", ", ".join(_num(v) if not isinstance(v, str) else v for v in vals)]
-               for k, vals in grid.items()]]
-    sections = [
-        ("Overview", _table(None, facts, "facts")),
-        ("Critical values", crit),
-        ("Figures", _figures(root)),
-        ("Cells", _table(header, cell_rows, "cells")),
-        ("Configuration", f"<pre class=\"config\">{_e(_yaml(config))}</pre>"),
-        ("Seeds", f"<p class=\"seeds\">{_e(_seeds_text(seeds))} in every cell</p>"),
-        ("Versions", _environment_section(env)),
-    ]
-    return _page(f"stabfw sweep: {domain} over {', '.join(grid)}", f"{root.resolve()}", sections)
+             ["backend", index.get("backend", "?")],
+             *[[f"grid: {k}", ", ".join(fmt(v, 6) if not isinstance(v, str) else v
+                                        for v in vals)] for k, vals in grid.items()]]
+    crit_rows = [[c.get("text", "")] for c in stab.get("critical") or []]
+    finished = [c for c in cells if c.get("status") != "failed" and c["cell"] in records]
+    dom, note = [], ""
+    if finished and domain.get("name"):
+        cell_domain = ((records[finished[0]["cell"]].get("config") or {}).get("domain")
+                       or domain)
+        dom, note = domain_figures(cell_domain, {_cell_label(c.get("overrides") or {}):
+                                                 root / c["dir"] for c in finished}, root)
+    env = next((r.get("environment") for r in records.values() if r.get("environment")), {})
+    timings = [["the whole sweep", index.get("seconds")]] if index.get("seconds") else []
+    timings += [[f"cell {c['cell']}", c.get("seconds")] for c in cells
+                if c.get("seconds") is not None]
+    return {
+        "title": f"stabfw sweep: {domain.get('name', '?')} over {', '.join(grid)}",
+        "subtitle": str(root.resolve()),
+        "card": summary_card(headline, list(grid.get("loop.lam") or [])),
+        "facts": facts, "critical_rows": crit_rows,
+        "critical_note": stab.get("note", "No critical value computed."),
+        "figures": _figures(root), "domain_figures": dom, "domain_note": note,
+        "cell_header": header, "cell_rows": cell_rows,
+        "provenance": {"timings": timings,
+                       "seeds": f"{_seeds_text(_config_seeds(config))} in every cell",
+                       "versions": _versions(env or {}), "config": _yaml(config)},
+    }
 
 
 def write_report(run_or_sweep_dir: str | Path, path: str | Path | None = None) -> Path:
@@ -255,12 +374,13 @@ def write_report(run_or_sweep_dir: str | Path, path: str | Path | None = None) -
     """
     root = Path(run_or_sweep_dir)
     if (root / "index.json").is_file():
-        page = _sweep_page(root)
+        context = _sweep_context(root)
     elif (root / "config.yaml").is_file() and (root / "metrics.csv").is_file():
-        page = _run_page(root)
+        context = _run_context(root)
     else:
         raise FileNotFoundError(f"{root}: neither a run directory (config.yaml, metrics.csv) "
                                 "nor a sweep directory (index.json)")
+    page = render_page(context)
     target = Path(path) if path is not None else root / "report.html"
     atomic_write(target, lambda f: f.write(page.encode("utf-8")))
     return target

@@ -132,3 +132,40 @@ def test_digits_config_end_to_end(tmp_path):
         assert final["lam=inf"]["dist_to_theta_star"] > final[cell]["dist_to_theta_star"]
         assert final["lam=inf"]["fd_digits_mlp"] > final[cell]["fd_digits_mlp"]
     assert (out / "report.png").is_file()
+
+
+def _page_images(html: str) -> dict[str, bytes]:
+    import base64
+    import re
+
+    return {alt: base64.b64decode(data) for alt, data in re.findall(
+        r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)"', html)}
+
+
+def test_tiny_run_page_shows_its_sample_grids(tmp_path):
+    """The digits page embeds the montage the run wrote (one row per generation)."""
+    cfg = _write(tmp_path, {**TINY_RUN, "analysis": None})
+    out = tmp_path / "run"
+    assert main(["run", cfg, "--out", str(out), "--set", "domain.sampling_steps=2",
+                 "--set", "domain.metric_samples=0", "--set", "loop.generations=1"]) == 0
+    html = (out / "report.html").read_text()
+    images = _page_images(html)
+    assert images["samples/seed0.png"] == (out / "samples" / "seed0.png").read_bytes()
+    assert "samples of seed 0, one row per generation" in html
+    assert html.index('id="summary"') < html.index('id="domain-figures"')
+
+
+@pytest.mark.slow
+def test_tiny_sweep_page_shows_grids_per_generation_and_lambda(tmp_path):
+    cfg = _write(tmp_path, {**TINY_RUN, "analysis": None,
+                            "sweep": {"grid": {"loop.lam": [0.5, 1]}, "backend": "serial"}})
+    out = tmp_path / "sweep"
+    assert main(["run", cfg, "--out", str(out), "--set", "domain.sampling_steps=2",
+                 "--set", "domain.metric_samples=0", "--set", "loop.generations=1"]) == 0
+    html = (out / "report.html").read_text()
+    images = _page_images(html)
+    assert "Samples per generation and λ (seed 0)" in images  # the combined figure
+    for cell in ("lam=0.5", "lam=1"):
+        rel = f"cells/{cell}/samples/seed0.png"
+        assert images[rel] == (out / rel).read_bytes()
+    assert "λ = 0.5: samples of seed 0" in html and "λ = 1: samples of seed 0" in html

@@ -1,5 +1,6 @@
 """The headline: rows per λ, the λ* statement, the figure and `make run`'s printout."""
 
+import html
 import json
 import math
 
@@ -97,3 +98,9 @@ def test_default_config_leads_with_the_headline(tmp_path, capsys):
     assert (out / "headline.png").is_file()
     printed = capsys.readouterr().out
     assert "headline:" in printed and "λ = ∞: collapsing" in printed
+    # the page opens with the summary card: a row per λ, the verdict in words and colour
+    page = (out / "report.html").read_text()
+    assert page.index('id="summary-card"') < page.index('id="figures"')
+    assert page.count('<tr class="cell"') == 4
+    assert 'badge bad">collapsing' in page
+    assert html.escape(h["critical"]["text"], quote=True) in page

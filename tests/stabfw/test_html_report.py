@@ -96,6 +96,13 @@ def test_run_page_is_self_contained_and_holds_what_it_claims(run_dir):
         assert name in page.text["metrics"]
         assert f"{stats['final_mean']:.5g}" in page.cells
     assert "No analyzer results" in page.text["analyzer-results"]
+    # the page opens with the summary card; without an analysis it says what is missing
+    assert html.index('id="summary"') < html.index('id="overview"') < html.index('id="figures"')
+    card = page.text["summary"]
+    # the opening line, the four entries of the one row and λ*
+    assert "λ = 0.5" in card and card.count("not measured") == 6
+    assert "analysis.jacobian" in card and "analysis.fixed_point" in card
+    assert "values]" not in html  # no "[61 values]" placeholders
 
 
 def test_analyzer_results_appear_in_a_table(run_dir, tmp_path, capsys):
@@ -113,6 +120,7 @@ def test_analyzer_results_appear_in_a_table(run_dir, tmp_path, capsys):
     for expect in ("jacobian", "spectral_radius", "0.33333", "dense", "fixed_point", "verdict",
                    "stationary_noise", "0.31"):
         assert expect in text, expect
+    assert "values]" not in text
     assert cli.main(["report", str(tmp_path / "nothing")]) == 1
     assert "neither a run directory" in capsys.readouterr().err
 
@@ -125,7 +133,11 @@ def sweep_dir(tmp_path_factory):
                         "output": {"progress": False},
                         "sweep": {"grid": {"loop.lam": [0.5, ".inf"]}, "backend": "serial",
                                   "stability": {"quantity": "final:cov_trace",
-                                                "threshold": 0.9}}})
+                                                "threshold": 0.9}},
+                        "analysis": {"fixed_point": {"metrics": ["cov_trace"]},
+                                     "jacobian": {"methods": ["finite_difference"], "seeds": 2,
+                                                  "bounds": False},
+                                     "headline": {"theory": "auto"}}})
     run_sweep(cfg, out)
     return out
 
@@ -144,6 +156,35 @@ def test_sweep_page_links_cells_and_shows_the_critical_value(sweep_dir):
     assert ".inf" in page.text["configuration"]  # ∞ kept, not written as null
 
 
+def test_sweep_page_opens_with_the_summary_card(sweep_dir):
+    html = (sweep_dir / "report.html").read_text()
+    page = Page(html)
+    assert html.index('id="summary"') < html.index('id="figures"')
+    headline = json.loads((sweep_dir / "summary.json").read_text())["headline"]
+    card = page.text["summary"]
+    # one row per λ, the verdict in words and colour, ρ(J) against theory, the limit
+    assert card.index("λ = 0.5") < card.index("λ = ∞")
+    for row in headline["rows"]:
+        rho = f"ρ(J) = {row['rho']:.3g}"
+        assert rho in card, rho
+    assert f"λ/(1+λ) = {1 / 3:.3g}" in card
+    assert "‖θ̂_∞ − θ*‖ =" in card
+    verdicts = {r["verdict"] for r in headline["rows"]}
+    badge = {"stationary_noise": 'badge good">stable (noisy)', "converged": 'badge good">converges',
+             "collapsing": 'badge bad">collapsing', "inconclusive": 'badge muted">inconclusive'}
+    for v in verdicts:
+        assert badge[v] in html, v
+    assert headline["critical"]["text"] in card
+    assert "Theorem 1" in card and "not measured" in card  # bounds: false
+    # compact tables: the cell page shows long series as sparklines, not "[N values]"
+    cell = (sweep_dir / "cells" / "lam=0.5" / "report.html").read_text()
+    assert "values]" not in cell and '<svg class="spark"' in cell
+    cell_page = Page(cell)
+    assert "distance_mean" in cell_page.text["analyzer-results"]
+    assert "evidence." not in cell_page.text["analyzer-results"]  # folded into one row
+    assert "generations × seeds" in cell_page.text["run-time"]
+
+
 def _chromium():
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         if shutil.which(name):
@@ -156,7 +197,11 @@ def test_pages_render_in_headless_chromium(run_dir, sweep_dir, tmp_path):
     """Every embedded image decodes in a real browser (naturalWidth > 0)."""
     probe = ("<script>window.onload=function(){var n=0,im=document.images;"
              "for(var i=0;i<im.length;i++){if(im[i].complete&&im[i].naturalWidth>0)n++;}"
-             "document.title='loaded '+n+' of '+im.length;};</script></body>")
+             "var c=document.getElementById('summary-card'),r=c.getBoundingClientRect();"
+             "var rows=c.querySelectorAll('tr.cell').length;"
+             "var top=document.querySelector('section').id;"
+             "document.title='loaded '+n+' of '+im.length+'; card '+top+' '+rows+' rows '"
+             "+(r.height>50&&r.width>300?'visible':'hidden');};</script></body>")
     for root in (run_dir, sweep_dir):
         page = tmp_path / f"{root.name}.html"
         page.write_text((root / "report.html").read_text().replace("</body>", probe))
@@ -166,7 +211,9 @@ def test_pages_render_in_headless_chromium(run_dir, sweep_dir, tmp_path):
              f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
              "--dump-dom", page.as_uri()],
             capture_output=True, text=True, timeout=120).stdout
-        assert f"<title>loaded {n_img} of {n_img}</title>" in dom, dom[:300]
+        n_rows = 2 if root == sweep_dir else 1
+        assert (f"<title>loaded {n_img} of {n_img}; card summary {n_rows} rows visible</title>"
+                in dom), dom[:300]
         assert "stabfw" in dom
 
 
@@ -174,3 +221,21 @@ def test_write_report_to_another_path(run_dir, tmp_path):
     target = write_report(run_dir, tmp_path / "elsewhere.html")
     assert target == tmp_path / "elsewhere.html"
     assert target.read_text() == (run_dir / "report.html").read_text()
+
+
+def test_templates_ship_as_package_data():
+    """Every template file is matched by pyproject's package-data globs."""
+    import fnmatch
+    from pathlib import Path
+
+    import tomllib
+
+    import stabfw.reporting.html as page
+
+    root = Path(__file__).resolve().parents[2]
+    data = tomllib.loads((root / "pyproject.toml").read_text())
+    globs = data["tool"]["setuptools"]["package-data"]["stabfw.reporting"]
+    files = [p.relative_to(page.TEMPLATES.parent).as_posix() for p in page.TEMPLATES.iterdir()]
+    assert {"templates/page.html.j2", "templates/macros.html.j2", "templates/style.css"} <= set(files)
+    assert all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files), (files, globs)
+    assert any(d.startswith("jinja2") for d in data["project"]["dependencies"])
