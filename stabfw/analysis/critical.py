@@ -338,19 +338,24 @@ def _first_crossing(u: np.ndarray, rho: np.ndarray) -> float:
 
 
 def bootstrap_crossing(lams: Sequence[float], rhos: np.ndarray, confidence: float = 0.9,
-                       n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+                       n_boot: int = 2000, seed: int = 0,
+                       expand: bool = True) -> tuple[float, float]:
     """Percentile bootstrap interval of the first λ where the seed-mean ρ(λ) crosses 1.
 
     ``rhos[i, s]`` is seed ``s``'s ρ at ``lams[i]`` (finite λ, the same seeds at each λ).
     Seeds are resampled together (their ρ are correlated across λ: same data and draws),
     the mean curve is interpolated linearly in λ/(1+λ) between the evaluated λ only, and
     its first crossing taken; resamples that do not cross inside the swept range count as
-    beyond it (∞ above, the lower end below).
+    beyond it (∞ above, the lower end below). With few seeds the plain percentile interval
+    is too narrow (it ignores the t-distribution and the 1/k bias of the resampled
+    variance); ``expand`` takes the percentiles at the tail level ``Φ(−√(k/(k−1))·t_{k−1})``
+    instead of ``(1 − confidence)/2`` (Hesterberg's expanded percentile interval).
 
     References
     ----------
     Efron & Tibshirani, *An Introduction to the Bootstrap*, Chapman & Hall 1993, ch. 13
-    (percentile intervals).
+    (percentile intervals). Hesterberg, "What teachers should know about the bootstrap",
+    The American Statistician 69(4), 2015, §5 (expanded percentile interval).
     """
     lams = np.asarray(lams, float)
     order = np.argsort(lams)
@@ -363,6 +368,10 @@ def bootstrap_crossing(lams: Sequence[float], rhos: np.ndarray, confidence: floa
     star = np.array([_first_crossing(u, means[:, b]) for b in range(n_boot)])
     star = np.sort(np.where(star == -math.inf, u[0], star))
     a = (1 - confidence) / 2
+    if expand and k >= 2:
+        from scipy import stats
+
+        a = float(stats.norm.cdf(-math.sqrt(k / (k - 1)) * stats.t.ppf(1 - a, k - 1)))
     lo = star[math.floor(a * (n_boot - 1))]
     hi = star[math.ceil((1 - a) * (n_boot - 1))]
     return (float(from_coordinate(lo, "lam")), float(from_coordinate(hi, "lam")))

@@ -1,6 +1,5 @@
 """critical_lambda: where ρ(J) (or the verdict) crosses 1, against closed forms."""
 
-import math
 
 import numpy as np
 import pytest
