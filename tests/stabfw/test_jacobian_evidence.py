@@ -189,7 +189,6 @@ def test_at_auto_picks_the_fixed_point_where_theta_star_is_not_one():
 
 
 # --- λ* with a statistical interval -------------------------------------------------------------
-@pytest.mark.slow
 def test_critical_lambda_interval_covers_the_known_threshold():
     """κ = 1.5: E ρ = κ m/(n+m) = 1 at λ* = 1/(κ − 1) = 2 (m = λn = 400 exactly)."""
     loop = VarianceLoop(n=200, kappa=1.5)

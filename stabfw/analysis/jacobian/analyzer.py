@@ -544,7 +544,10 @@ class JacobianAnalyzer:
         check_map`)."""
         fd = self.method_options("finite_difference")
         x = op.point
-        h = fd.fd_step * max(1.0, float(np.linalg.norm(x)))
+        # probe at the scale the method itself looks at the map (its step or kick)
+        rel = (self.method_options("empirical").perturbation if method == "empirical"
+               else fd.fd_step)
+        h = rel * max(1.0, float(np.linalg.norm(x)))
         image = op.image if op.image is not None else G(x)
         extra, basis = [], None
         if op.matrix is not None:  # the claimed leading eigenvector is probed too
