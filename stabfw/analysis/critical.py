@@ -32,7 +32,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from stabfw.analysis.fixed_point import FixedPointAnalyzer, solve_from_theta_star
+from stabfw._util.numbers import fmt
+from stabfw.analysis.fixed_point import FixedPointAnalyzer
 from stabfw.analysis.jacobian import JacobianAnalyzer
 from stabfw.analysis.results import AnalysisResult
 from stabfw.errors import ConfigError
@@ -44,6 +45,7 @@ from stabfw.run.step import as_retrain_config
 __all__ = [
     "CriticalLambda",
     "CriticalValue",
+    "bootstrap_crossing",
     "coordinate_derivative",
     "critical_from_labels",
     "critical_lambda",
@@ -260,28 +262,43 @@ def critical_from_labels(
 
 @dataclass(frozen=True)
 class CriticalLambda(AnalysisResult):
-    """Where the loop turns unstable.
+    """Where the loop turns unstable, with a statistical interval kept apart from the
+    search's tolerance.
 
     Attributes
     ----------
-    lam_star : float
-        The critical λ (``inf`` when the loop is stable over the whole search range,
-        ``0`` when it is unstable already at the lower end).
+    lam_star : float or None
+        The critical λ (None unless ``status == "crossing"``).
     bracket : (float, float)
-        The final stable / unstable λ.
-    uncertainty : float
-        Half-width of the bracket combined (in quadrature) with the effect of the seed
-        spread of ρ (spectral-radius criterion).
-    status : {"crossing", "stable_throughout", "unstable_throughout"}
+        The final stable / unstable λ of the search (the swept range without a crossing).
+    ci : (float, float) or None
+        Statistical interval of λ* at ``confidence``: a bootstrap over seeds (the seeds'
+        ρ resampled together at every λ evaluated, the crossing re-interpolated each time);
+        None with one seed or the ``verdict`` criterion. An end at ``inf`` (or at the
+        lower end of the range) means some resamples cross outside the swept range.
+    tolerance : float
+        Half-width of the final bisection bracket: how finely λ* was located — no
+        statistical error.
+    status : {"crossing", "no_crossing", "unstable_throughout", "inconclusive"}
+        ``no_crossing``: ρ < 1 over the whole swept range ``[λ_min, λ_max]``;
+        ``unstable_throughout``: ρ ≥ 1 already at its lower end; ``inconclusive``: ρ(J) at
+        some λ is no evidence (its Jacobian status is not ``ok``).
+    text : str
+        One sentence for people.
     criterion : {"spectral_radius", "verdict"}
     history : list of dict
-        Every λ evaluated: its value(s) of ρ or verdicts.
+        Every λ evaluated: its ρ (per seed, with status) or verdict.
     n_lams : int
-        λ values evaluated.
     wall_time : float
+    swept : (float, float)
+        Smallest and largest λ evaluated.
+    confidence : float
+    uncertainty : float
+        The older single number: ``tolerance`` combined in quadrature with the CI's
+        half-width / 1.645 (kept for compatibility; read ``ci`` and ``tolerance``).
     """
 
-    lam_star: float
+    lam_star: float | None
     bracket: tuple[float, float]
     uncertainty: float
     status: str
@@ -289,14 +306,75 @@ class CriticalLambda(AnalysisResult):
     history: list[dict[str, Any]] = field(default_factory=list)
     n_lams: int = 0
     wall_time: float = 0.0
+    ci: tuple[float, float] | None = None
+    tolerance: float = math.nan
+    text: str = ""
+    swept: tuple[float, float] = (math.nan, math.nan)
+    confidence: float = 0.9
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
         return self._plain({
-            "lam_star": self.lam_star, "bracket": list(self.bracket),
-            "uncertainty": self.uncertainty, "status": self.status,
+            "lam_star": self.lam_star, "ci": None if self.ci is None else list(self.ci),
+            "tolerance": self.tolerance, "status": self.status, "text": self.text,
+            "confidence": self.confidence, "bracket": list(self.bracket),
+            "swept": list(self.swept), "uncertainty": self.uncertainty,
             "criterion": self.criterion, "n_lams": self.n_lams,
             "wall_time": round(self.wall_time, 3), "history": self.history})
+
+
+def _share(lam: np.ndarray) -> np.ndarray:
+    return to_coordinate(np.asarray(lam, float), "lam")
+
+
+def _first_crossing(u: np.ndarray, rho: np.ndarray) -> float:
+    """λ/(1+λ) where the piecewise-linear ρ(u) first reaches 1 (inf: never, −inf: at once)."""
+    if rho[0] >= 1:
+        return -math.inf
+    for i in range(len(u) - 1):
+        if rho[i] < 1 <= rho[i + 1]:
+            return float(u[i] + (1 - rho[i]) * (u[i + 1] - u[i]) / (rho[i + 1] - rho[i]))
+    return math.inf
+
+
+def bootstrap_crossing(lams: Sequence[float], rhos: np.ndarray, confidence: float = 0.9,
+                       n_boot: int = 2000, seed: int = 0,
+                       expand: bool = True) -> tuple[float, float]:
+    """Percentile bootstrap interval of the first λ where the seed-mean ρ(λ) crosses 1.
+
+    ``rhos[i, s]`` is seed ``s``'s ρ at ``lams[i]`` (finite λ, the same seeds at each λ).
+    Seeds are resampled together (their ρ are correlated across λ: same data and draws),
+    the mean curve is interpolated linearly in λ/(1+λ) between the evaluated λ only, and
+    its first crossing taken; resamples that do not cross inside the swept range count as
+    beyond it (∞ above, the lower end below). With few seeds the plain percentile interval
+    is too narrow (it ignores the t-distribution and the 1/k bias of the resampled
+    variance); ``expand`` takes the percentiles at the tail level ``Φ(−√(k/(k−1))·t_{k−1})``
+    instead of ``(1 − confidence)/2`` (Hesterberg's expanded percentile interval).
+
+    References
+    ----------
+    Efron & Tibshirani, *An Introduction to the Bootstrap*, Chapman & Hall 1993, ch. 13
+    (percentile intervals). Hesterberg, "What teachers should know about the bootstrap",
+    The American Statistician 69(4), 2015, §5 (expanded percentile interval).
+    """
+    lams = np.asarray(lams, float)
+    order = np.argsort(lams)
+    lams, R = lams[order], np.asarray(rhos, float)[order]
+    u = _share(lams)
+    k = R.shape[1]
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, k, size=(n_boot, k))
+    means = R[:, idx].mean(axis=2)  # (n_lam, n_boot)
+    star = np.array([_first_crossing(u, means[:, b]) for b in range(n_boot)])
+    star = np.sort(np.where(star == -math.inf, u[0], star))
+    a = (1 - confidence) / 2
+    if expand and k >= 2:
+        from scipy import stats
+
+        a = float(stats.norm.cdf(-math.sqrt(k / (k - 1)) * stats.t.ppf(1 - a, k - 1)))
+    lo = star[math.floor(a * (n_boot - 1))]
+    hi = star[math.ceil((1 - a) * (n_boot - 1))]
+    return (float(from_coordinate(lo, "lam")), float(from_coordinate(hi, "lam")))
 
 
 def _default_analyzer(loop: Any) -> JacobianAnalyzer:
@@ -307,38 +385,39 @@ def _default_analyzer(loop: Any) -> JacobianAnalyzer:
 def spectral_radius_scan(loop: Any, config: Any, lams: Sequence[float], seeds: Sequence[int],
                          analyzer: JacobianAnalyzer | None = None, at: str = "theta_star",
                          maps: dict[int, RetrainingMap] | None = None) -> list[dict[str, Any]]:
-    """ρ(J) at each λ of ``lams``, for each seed of ``seeds``: the one ρ(λ) scan.
+    """ρ(J) at each λ of ``lams``, over the seeds ``seeds``: the one ρ(λ) scan.
 
     Each seed's map is built once (θ* is fitted once per seed, whatever λ) and re-used at
-    every λ through :meth:`RetrainingMap.with_lam`; ``at="fixed_point"`` solves each λ's
-    fixed point first (:func:`~stabfw.analysis.fixed_point.solve_from_theta_star`).
+    every λ through :meth:`RetrainingMap.with_lam`; ``at`` is passed to
+    :meth:`JacobianAnalyzer.analyze` (``fixed_point`` solves each λ's fixed point first,
+    ``auto`` only where θ* is not one).
 
     Returns
     -------
     list of dict
-        Per λ: ``lam``, ``rho`` (mean over seeds), ``rho_se`` (their standard error, 0
-        with one seed), ``rhos`` and the ``method`` used.
+        Per λ: ``lam``, ``rho`` (mean over seeds), ``rho_se`` (its standard error, 0 with
+        one seed), ``rho_ci`` (t-interval, None with one seed), ``rhos`` (per seed),
+        ``status`` and ``status_reason`` of the Jacobian (anything but ``ok`` is no
+        evidence), ``at`` (where J was taken) and the ``method`` used.
     """
     cfg = as_retrain_config(config)
     maps = {} if maps is None else maps
-    base = analyzer or _default_analyzer(loop)
+    seeds = [int(s) for s in seeds]
+    base = copy.copy(analyzer or _default_analyzer(loop))
+    base.seeds, base.seed = seeds, seeds[0]
     out = []
     for lam in lams:
         c = cfg.model_copy(update={"lam": float(lam)})
-        rhos, method = [], base.method
-        for s in seeds:
-            if s not in maps:
-                maps[s] = RetrainingMap(loop, cfg, seed=s)
-            G = maps[s].with_lam(float(lam))
-            an = copy.copy(base)
-            an.seed = s
-            point = solve_from_theta_star(G, an.solve) if at == "fixed_point" else None
-            res = an.analyze(loop, c, at=point, retraining_map=G)
-            rhos.append(float(res.spectral_radius))
-            method = res.method
-        se = float(np.std(rhos, ddof=1) / math.sqrt(len(rhos))) if len(rhos) > 1 else 0.0
-        out.append({"lam": float(lam), "rho": float(np.mean(rhos)), "rho_se": se,
-                    "rhos": rhos, "method": method})
+        if seeds[0] not in maps:
+            maps[seeds[0]] = RetrainingMap(loop, cfg, seed=seeds[0])
+        G = maps[seeds[0]].with_lam(float(lam))
+        res = base.analyze(loop, c, at=at, retraining_map=G, maps=maps)
+        out.append({"lam": float(lam), "rho": float(res.spectral_radius),
+                    "rho_se": res.spectral_radius_se or 0.0,
+                    "rho_ci": None if res.spectral_radius_ci is None
+                    else [float(v) for v in res.spectral_radius_ci],
+                    "rhos": [float(r) for r in res.spectral_radii], "status": res.status,
+                    "status_reason": res.status_reason, "at": res.at, "method": res.method})
     return out
 
 
@@ -400,6 +479,7 @@ def critical_lambda(
     seeds = cfg.seed_list[:n_replicates]
     if len(seeds) < n_replicates:
         seeds = list(range(n_replicates))
+    conf = float(getattr(analyzer, "confidence", 0.9))
 
     def at(lam: float) -> dict[str, Any]:
         if criterion == "spectral_radius":
@@ -414,37 +494,79 @@ def critical_lambda(
         history.append(rec)
         return rec
 
-    def done(lam_star: float, br: tuple[float, float], unc: float, status: str) -> CriticalLambda:
+    def swept() -> tuple[float, float]:
+        ls = [h["lam"] for h in history]
+        return (min(ls), max(ls))
+
+    def done(lam_star: float | None, br: tuple[float, float], status: str, text: str,
+             tolerance: float = math.nan, ci: tuple[float, float] | None = None,
+             unc: float = math.nan) -> CriticalLambda:
         return CriticalLambda(lam_star, br, unc, status, criterion, history, len(history),
-                              time.perf_counter() - t0)
+                              time.perf_counter() - t0, ci, tolerance, text, swept(), conf)
+
+    def no_evidence(rec: dict[str, Any]) -> CriticalLambda | None:
+        if rec.get("status", "ok") == "ok":
+            return None
+        what = "ρ(J)" if criterion == "spectral_radius" else "the verdict"
+        return done(None, (rec["lam"], rec["lam"]), "inconclusive",
+                    f"λ*: inconclusive — {what} at λ = {fmt(rec['lam'], 4)} is no evidence "
+                    f"({rec['status']}: {rec.get('status_reason') or 'no reason given'})")
 
     r_lo = at(lo)
+    if (bad := no_evidence(r_lo)) is not None:
+        return bad
     if r_lo["unstable"]:
-        return done(lo, (lo, lo), 0.0, "unstable_throughout")
+        return done(None, (lo, lo), "unstable_throughout",
+                    f"λ*: no crossing — unstable already at the lower end λ = {fmt(lo, 4)}")
     r_hi = at(hi)
+    if (bad := no_evidence(r_hi)) is not None:
+        return bad
     while not r_hi["unstable"]:
         if hi >= max_lam:
-            return done(math.inf, (hi, math.inf), math.inf, "stable_throughout")
+            return done(None, (lo, hi), "no_crossing",
+                        f"λ*: no crossing in the swept range [{fmt(bracket[0], 4)}, "
+                        f"{fmt(hi, 4)}] (stable at every λ evaluated)")
         lo, r_lo = hi, r_hi
         hi = min(2 * hi, max_lam)
         r_hi = at(hi)
+        if (bad := no_evidence(r_hi)) is not None:
+            return bad
     for _ in range(max_iter):
         if hi - lo <= tol * max(1.0, lo):
             break
         mid = 0.5 * (lo + hi)
         r_mid = at(mid)
+        if (bad := no_evidence(r_mid)) is not None:
+            return bad
         if r_mid["unstable"]:
             hi, r_hi = mid, r_mid
         else:
             lo, r_lo = mid, r_mid
     half = 0.5 * (hi - lo)
-    if criterion == "spectral_radius":
-        slope = (r_hi["rho"] - r_lo["rho"]) / (hi - lo)
-        frac = (1.0 - r_lo["rho"]) / (r_hi["rho"] - r_lo["rho"]) if r_hi["rho"] != r_lo["rho"] \
-            else 0.5
-        lam_star = lo + min(max(frac, 0.0), 1.0) * (hi - lo)
-        se = max(r_lo["rho_se"], r_hi["rho_se"])
-        unc = math.hypot(half, se / slope if slope > 0 else math.inf if se > 0 else 0.0)
+    if criterion != "spectral_radius":
+        lam_star = 0.5 * (lo + hi)
+        return done(lam_star, (lo, hi), "crossing",
+                    f"λ* ≈ {fmt(lam_star, 4)} (between the verdicts at λ = {fmt(lo, 4)} and "
+                    f"{fmt(hi, 4)}; search tolerance ± {fmt(half, 2)}; no statistical interval "
+                    "for the verdict criterion)", tolerance=half, unc=half)
+    u_lo, u_hi = _share(np.array([lo, hi]))
+    frac = (1.0 - r_lo["rho"]) / (r_hi["rho"] - r_lo["rho"]) if r_hi["rho"] != r_lo["rho"] \
+        else 0.5
+    lam_star = float(from_coordinate(u_lo + min(max(frac, 0.0), 1.0) * (u_hi - u_lo), "lam"))
+    ci = None
+    if len(seeds) > 1:
+        pts = sorted(history, key=lambda h: h["lam"])
+        ci = bootstrap_crossing([h["lam"] for h in pts], np.array([h["rhos"] for h in pts]),
+                                conf)
+        ci = (min(ci[0], lam_star), max(ci[1], lam_star))
+    if ci is None:
+        unc = half
+    elif math.isfinite(ci[1]):
+        unc = math.hypot(half, (ci[1] - ci[0]) / (2 * 1.6448536269514722))
     else:
-        lam_star, unc = 0.5 * (lo + hi), half
-    return done(lam_star, (lo, hi), unc, "crossing")
+        unc = math.inf
+    text = (f"λ* ≈ {fmt(lam_star, 4)} (" + (
+        f"{round(100 * conf)} % CI [{fmt(ci[0], 4)}, {fmt(ci[1], 4)}] over {len(seeds)} seeds"
+        if ci else "one seed: no statistical interval")
+        + f"; bisection tolerance ± {fmt(half, 2)})")
+    return done(lam_star, (lo, hi), "crossing", text, tolerance=half, ci=ci, unc=unc)

@@ -7,7 +7,6 @@ The section's schema is :class:`stabfw.run.analysis_config.AnalysisConfig`.
 
 from __future__ import annotations
 
-import inspect
 import sys
 import threading
 import time
@@ -193,13 +192,13 @@ def _analyze(traj: Trajectory, cfg: RunConfig, analysis: AnalysisConfig, log: _L
         jac = {}
         for method in o.methods:
             log(f"Jacobian by {method} at {o.at}")
-            kw = {}
-            if o.seeds > 1 and "seeds" in inspect.signature(JacobianAnalyzer).parameters:
-                kw["seeds"] = o.seeds  # replicates, where the analyzer measures them
+            kw = {"seeds": o.seeds} if o.seeds > 1 else {}
             an = JacobianAnalyzer(method=method, spectrum=o.spectrum, k=o.k, tol=o.tol,
                                   seed=o.seed, bounds=o.bounds, options=_for(method, o.options),
                                   **kw)
-            res = an.analyze(loop, cfg.loop, at=at, retraining_map=G)
+            res = an.analyze(loop, cfg.loop, at=at, retraining_map=G, maps=maps)
+            if res.status != "ok":
+                log(f"  {res.method}: {res.status} — {res.status_reason}")
             jac_results[res.method] = res
             jac[res.method] = res.to_dict()
             results["jacobian"] = jac  # stored (and written) after each method
@@ -240,7 +239,11 @@ def _lambda_curve(loop: Any, cfg: Any, o: LambdaCurveOptions, jac: dict[str, Any
     rhos = [p["rho"] for p in scan]
     out: dict[str, Any] = {
         "lams": list(o.lams), "spectral_radius": rhos,
-        "stderr": [p["rho_se"] if len(seeds) > 1 else None for p in scan], "at": o.at,
+        "stderr": [p["rho_se"] if len(seeds) > 1 else None for p in scan],
+        "ci": [p["rho_ci"] for p in scan], "status": [p["status"] for p in scan],
+        "status_reason": [p["status_reason"] for p in scan],
+        "at": (scan[0]["at"] if len({p["at"] for p in scan}) == 1 else "mixed"),
+        "at_per_lam": [p["at"] for p in scan], "at_requested": o.at,
         "method": scan[0]["method"] if scan else o.method,
         "exponential_family": [lam / (1 + lam) for lam in o.lams]}
     consts, source = o.constants, "config"

@@ -144,8 +144,7 @@ def _print_summary(results: dict[str, Any]) -> None:
               f"{s['n_evaluations']} map evaluations")
     if results.get("critical_lambda"):
         c = results["critical_lambda"]
-        print(f"critical λ: {fmt(c.get('lam_star'))} ± {fmt(c.get('uncertainty'))} "
-              f"({c.get('status')})")
+        print(c.get("text") or f"critical λ: {fmt(c.get('lam_star'))} ({c.get('status')})")
     if results.get("headline"):
         print_headline_dict(results["headline"])
         crit = (results["headline"].get("critical") or {}).get("text")

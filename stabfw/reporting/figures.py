@@ -197,9 +197,12 @@ def analysis_figure(results: dict, title: str | None = None) -> Any:
             for i, (name, r) in enumerate(results["jacobian"].items()):
                 ev = np.array([[np.nan if x is None else x for x in e] for e in r["eigenvalues"]],
                               float).reshape(-1, 2)
+                status = r.get("status", "ok")
                 ax.scatter(ev[:, 0], ev[:, 1], marker=markers.get(name, "o"), s=50,
                            facecolors="none" if markers.get(name) in ("o", "s") else None,
-                           color=f"C{i}", label=f"{name}: ρ = {r['spectral_radius']:.4g}")
+                           color=f"C{i}" if status == "ok" else "#bbbbbb",
+                           label=f"{name}: ρ = {r['spectral_radius']:.4g}"
+                           + ("" if status == "ok" else f" — {status}, no evidence"))
             ax.set_aspect("equal")
             ax.axhline(0, color="gray", lw=0.5)
             ax.axvline(0, color="gray", lw=0.5)
@@ -211,8 +214,23 @@ def analysis_figure(results: dict, title: str | None = None) -> Any:
             lc = results.get("lambda_curve")
             if lc:
                 lams = np.asarray(lc["lams"], float)
-                ax.plot(lams, lc["spectral_radius"], "o-", color="C0", lw=2,
-                        label=f"measured ρ(J) ({lc['method']})")
+                rho = np.asarray(lc["spectral_radius"], float)
+                # a Jacobian whose status is not ok is no evidence: grey, hollow, labelled
+                status = lc.get("status") or ["ok"] * lams.size
+                good = np.array([st == "ok" for st in status])
+                ci = lc.get("ci") or [None] * lams.size
+                yerr = np.array([[r - c[0], c[1] - r] if c else [0.0, 0.0]
+                                 for r, c in zip(rho, ci)]).T
+                ax.plot(lams[good], rho[good], "-", color="C0", lw=2)
+                ax.errorbar(lams[good], rho[good], yerr=yerr[:, good], fmt="o", color="C0",
+                            capsize=3, label=f"measured ρ(J) ({lc['method']})")
+                if (~good).any():
+                    ax.plot(lams[~good], rho[~good], "o", color="#bbbbbb", mfc="white",
+                            label="no evidence (status not ok)")
+                    for lv, rv, st in zip(lams[~good], rho[~good],
+                                          [st for st in status if st != "ok"]):
+                        ax.annotate(st, (lv, rv), fontsize=7, color="gray", xytext=(4, 4),
+                                    textcoords="offset points")
                 grid = np.linspace(0, lams.max(), 200)
                 ax.plot(grid, grid / (1 + grid), color="gray", ls="--", lw=1,
                         label="λ/(1+λ) (exponential family)")
@@ -223,9 +241,16 @@ def analysis_figure(results: dict, title: str | None = None) -> Any:
                             label=f"Theorem 1 (α={th['alpha']:.3g}, L={th['L']:.3g}, "
                                   f"ε={th['eps']:.3g})")
             crit = results.get("critical_lambda")
-            if crit and crit["status"] == "crossing":
+            if crit and crit["status"] == "crossing" and crit.get("lam_star") is not None:
+                ci = crit.get("ci")
                 ax.axvline(crit["lam_star"], color="k", ls=":", lw=1.2,
-                           label=f"critical λ* = {crit['lam_star']:.3g} ± {crit['uncertainty']:.2g}")
+                           label=f"critical λ* = {crit['lam_star']:.3g}" + (
+                               f", CI [{fmt(ci[0], 3)}, {fmt(ci[1], 3)}]" if ci else ""))
+                if ci and all(math.isfinite(float(v)) for v in ci):
+                    ax.axvspan(float(ci[0]), float(ci[1]), color="k", alpha=0.08, lw=0)
+            elif crit and crit.get("text"):
+                ax.text(0.02, 0.02, crit["text"], transform=ax.transAxes, fontsize=7,
+                        color="gray")
             ax.axhline(1.0, color="gray", lw=1)
             ax.set_ylim(0, 1.3 if not lc else max(1.3, 1.1 * np.nanmax(lc["spectral_radius"])))
             ax.set_xlabel("λ (synthetic / real)")

@@ -6,7 +6,8 @@ A run file selects analyzers and their options::
       fixed_point: {metrics: [cov_trace]}          # FixedPointAnalyzer on θ (+ metrics)
       jacobian:                                      # JacobianAnalyzer, one entry per method
         methods: [finite_difference, empirical]
-        at: theta_star                               # or fixed_point
+        at: auto                                     # or theta_star, fixed_point
+        seeds: 5                                     # replicates: mean ρ and its CI
         options: {fd_step: 1.0e-4}
       solve: {method: anderson}                      # the fixed point of the map
       lambda_curve: {lams: [0.25, 0.5, 1, 2]}        # ρ(J) against λ, with Theorem 1
@@ -202,7 +203,9 @@ class JacobianOptions(_WithOptions):
     """``analysis.jacobian``: the spectrum of J by one or more methods."""
 
     methods: list[MethodName] = Field(default_factory=lambda: ["auto"], min_length=1)
-    at: Literal["theta_star", "fixed_point"] = "theta_star"
+    at: Literal["auto", "theta_star", "fixed_point"] = Field(
+        default="auto", description="auto: θ* where it is a fixed point up to the map's "
+        "noise, else each seed's fixed point (the result's `at` says which)")
     spectrum: Literal["auto", "dense", "power", "arnoldi"] = "auto"
     k: int = Field(default=6, ge=1)
     tol: float = Field(default=1e-3, gt=0)
@@ -220,12 +223,13 @@ class LambdaCurveOptions(_WithOptions):
     ``constants`` gives α, L, ε by hand (e.g. ``{alpha: 1, L: 0, eps: 0}`` for a Gaussian
     mean with σ = 1); otherwise they are estimated for differentiable domains.
     ``at: fixed_point`` solves each λ's fixed point first (Anderson): the stability of
-    the point the loop actually settles at, where θ* is not a fixed point.
+    the point the loop actually settles at, where θ* is not a fixed point; ``auto`` (the
+    default) does so only where θ* is not a fixed point up to the map's noise.
     """
 
     lams: list[float] = Field(min_length=1)
     method: MethodName = "auto"
-    at: Literal["theta_star", "fixed_point"] = "theta_star"
+    at: Literal["auto", "theta_star", "fixed_point"] = "auto"
     replicates: int = Field(default=1, ge=1)
     constants: dict[str, float] | None = None
 

@@ -1,6 +1,5 @@
 """critical_lambda: where ρ(J) (or the verdict) crosses 1, against closed forms."""
 
-import math
 
 import numpy as np
 import pytest
@@ -43,8 +42,9 @@ def test_spectral_radius_crossing_matches_the_closed_form():
     lo, hi = crit.bracket
     # m = ⌊λn⌋ makes ρ a step function of λ: the crossing is within 1/n of λ* = 2
     assert lo - 2e-3 <= 2.0 <= hi + 2e-3
-    assert crit.lam_star == pytest.approx(2.0, abs=crit.uncertainty + 2e-3)
-    assert crit.uncertainty <= 5e-3
+    assert crit.lam_star == pytest.approx(2.0, abs=crit.tolerance + 2e-3)
+    assert crit.tolerance <= 5e-3 and crit.ci is None  # one seed: no statistical interval
+    assert "one seed: no statistical interval" in crit.text
     assert any(h["lam"] == 2.0 for h in crit.history)  # the bracket was expanded 1 → 2 → 4
     d = crit.to_dict()
     assert d["status"] == "crossing" and d["n_lams"] == len(d["history"])
@@ -53,7 +53,8 @@ def test_spectral_radius_crossing_matches_the_closed_form():
 def test_exponential_family_is_stable_for_every_finite_lambda():
     loop = GaussianLoop(dim=1, n=100, covariance="known")
     crit = stabfw.critical_lambda(loop, stabfw.RetrainConfig(seeds=[0]), max_lam=64)
-    assert crit.status == "stable_throughout" and math.isinf(crit.lam_star)
+    assert crit.status == "no_crossing" and crit.lam_star is None
+    assert crit.text == "λ*: no crossing in the swept range [0, 64] (stable at every λ evaluated)"
     rhos = [h["rho"] for h in crit.history]
     lams = [h["lam"] for h in crit.history]
     np.testing.assert_allclose(rhos, [lam / (1 + lam) for lam in lams], atol=1e-8)
@@ -62,7 +63,7 @@ def test_exponential_family_is_stable_for_every_finite_lambda():
 def test_unstable_at_the_lower_end_and_bad_arguments():
     loop = AmplifiedMean(n=200, kappa=3.0)  # λ* = 0.5
     crit = stabfw.critical_lambda(loop, stabfw.RetrainConfig(seeds=[0]), bracket=(1.0, 4.0))
-    assert crit.status == "unstable_throughout" and crit.lam_star == 1.0
+    assert crit.status == "unstable_throughout" and crit.lam_star is None
     with pytest.raises(ValueError, match="fully_synthetic"):
         stabfw.critical_lambda(loop, stabfw.RetrainConfig(policy="fully_synthetic"))
     with pytest.raises(ValueError, match="bracket"):
@@ -73,10 +74,12 @@ def test_replicates_give_an_uncertainty_from_the_seed_spread():
     loop = AmplifiedMean(n=50, kappa=1.5)
     crit = stabfw.critical_lambda(loop, stabfw.RetrainConfig(seeds=3), bracket=(0.0, 4.0),
                                   tol=1e-2, n_replicates=3)
-    # every seed's J is exactly κm/(n+m): no spread, the bracket alone sets the uncertainty
-    # (up to the rounding of central differences, ~1e-11)
+    # every seed's J is exactly κm/(n+m): no spread, so the statistical interval has no
+    # width (up to the rounding of central differences, ~1e-11) and the bisection
+    # tolerance, reported apart, is all there is
     assert all(h["rho_se"] < 1e-9 and len(h["rhos"]) == 3 for h in crit.history)
-    assert crit.uncertainty == pytest.approx((crit.bracket[1] - crit.bracket[0]) / 2, rel=1e-6)
+    assert crit.tolerance == pytest.approx((crit.bracket[1] - crit.bracket[0]) / 2, rel=1e-6)
+    assert crit.ci[1] - crit.ci[0] < 1e-6 and crit.ci[0] <= crit.lam_star <= crit.ci[1]
 
 
 def test_verdict_criterion_brackets_the_same_threshold():

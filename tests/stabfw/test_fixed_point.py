@@ -237,7 +237,9 @@ def test_run_with_analysis_section_and_analyze_subcommand(tmp_path, capsys):
     assert a["solve"]["status"] == "converged"
     assert a["lambda_curve"]["spectral_radius"] == pytest.approx([0.2, 0.5, 0.8], abs=1e-6)
     assert a["lambda_curve"]["theorem1"]["consistent"]
-    assert a["critical_lambda"]["status"] == "stable_throughout"
+    assert a["critical_lambda"]["status"] == "no_crossing"
+    assert a["critical_lambda"]["lam_star"] is None
+    assert "no crossing in the swept range [0, 8]" in a["critical_lambda"]["text"]
     assert (out / "analysis.png").stat().st_size > 10_000
 
     rc = main(["analyze", str(out), "--set", "analysis.jacobian.methods=[empirical]",

@@ -94,6 +94,13 @@ def test_default_config_leads_with_the_headline(tmp_path, capsys):
     assert h["rows"][-1]["verdict"] == "collapsing"
     assert [r["theory_rho"] for r in h["rows"]] == pytest.approx([0.0, 1 / 3, 0.5, 1.0])
     assert h["critical"]["lam_star"] is None and "no" in h["critical"]["text"]
+    # the default sweep has no critical λ: ρ = λ/(1+λ) < 1 at every finite λ
+    assert h["critical"]["status"] == "no_crossing"
+    assert h["critical"]["text"].startswith("λ*: no crossing in the swept range [0, ")
+    for r in h["rows"]:  # two seeds per λ: an interval, and evidence (a smooth map)
+        assert r["rho_seeds"] == 2 and r["rho_status"] == "ok", r
+        if 0 < float(r["lam"]) < math.inf:
+            assert r["rho_ci"][0] <= r["rho"] <= r["rho_ci"][1]
     assert json.loads((out / "stability.json").read_text())["headline"] == h
     assert (out / "headline.png").is_file()
     printed = capsys.readouterr().out

@@ -34,6 +34,7 @@ import numpy as np
 from stabfw.analysis.bounds import estimate_constants, theorem1_report
 from stabfw.analysis.fixed_point import solve_from_theta_star
 from stabfw.analysis.jacobian import dense, empirical, finite_difference, implicit
+from stabfw.analysis.jacobian.checks import check_map, probe_directions
 from stabfw.analysis.jacobian.operator import JacobianOperator, Linearization
 from stabfw.analysis.results import AnalysisResult
 from stabfw.analysis.solvers import FixedPointSolution
@@ -50,6 +51,10 @@ from stabfw.run.retraining_map import RetrainingMap
 __all__ = ["METHODS", "JacobianAnalyzer", "JacobianResult"]
 
 METHODS = JACOBIAN_METHODS
+#: Where J can be taken, by name.
+AT_CHOICES = ("theta_star", "fixed_point", "auto")
+#: Replicates ``at="auto"`` looks at (more are built when fewer seeds are measured).
+AUTO_MIN_SEEDS = 3
 Method = Literal["auto", "dense", "implicit", "finite_difference", "empirical"]
 _BUILDERS = {"dense": dense.build, "implicit": implicit.build,
              "finite_difference": finite_difference.build, "empirical": empirical.build}
@@ -57,35 +62,66 @@ _BUILDERS = {"dense": dense.build, "implicit": implicit.build,
 
 @dataclass(frozen=True)
 class JacobianResult(AnalysisResult):
-    """Spectrum of the retraining map's Jacobian, and how it was obtained.
+    """Spectrum of the retraining map's Jacobian over one or more seeds, how it was
+    obtained, and whether it may be read as evidence about stability.
 
     Attributes
     ----------
     method : str
         ``dense``, ``implicit``, ``finite_difference`` or ``empirical``.
-    spectral_radius, spectral_norm : float
+    spectral_radius : float
+        ρ(J): the mean over :attr:`seeds` of each seed's ρ.
+    spectral_norm : float
+        ‖J‖₂, mean over seeds (NaN where the operator has no Jᵀ).
     eigenvalues : numpy.ndarray of complex
-        Leading eigenvalues by decreasing modulus.
+        Leading eigenvalues by decreasing modulus: the mean over seeds of each seed's
+        sorted list (seed 0's with one seed).
     n_matvecs : int
-        Applications of J (for ``empirical``: perturbed map evaluations).
+        Applications of J over all seeds (for ``empirical``: perturbed map evaluations).
     n_evaluations : int
-        Evaluations of the retraining map (refits), all included: finding the point, its
-        residual, the differences.
+        Evaluations of the retraining map (refits), all included: finding the points,
+        the differences, the differentiability checks.
     wall_time : float
-        Seconds, all included.
+        Seconds, all included (also :attr:`seconds`).
     spectrum_method : str
     at : str
+        Where J was taken: ``theta_star``, ``fixed_point`` (each seed's own fixed point
+        of the map) or ``given``.
     point, theta_star : numpy.ndarray
+        First seed's point and θ*.
     residual : float
-        ‖G(point) − point‖ (0 only at a fixed point of the finite-sample map).
+        ‖G(point) − point‖ of the first seed (0 only at a fixed point of the map).
     lam : float
     matrix : numpy.ndarray or None
-        The dense J when it was formed.
+        The first seed's dense J when it was formed.
     bounds : dict or None
         Theorem 1 beside the measured ρ (:func:`stabfw.analysis.bounds.theorem1_report`).
     info : dict
-    status : str
-        ``"ok"``.
+    status : {"ok", "not_differentiable", "ill_conditioned"}
+        Whether ρ is evidence about stability (:mod:`stabfw.analysis.jacobian.checks`);
+        anything but ``ok`` counts as no evidence (λ*, the headline, the figures).
+    status_reason : str
+        The sentence that says why.
+    spectral_radius_ci : (float, float) or None
+        t-interval of the mean ρ over seeds at :attr:`confidence` (None with one seed).
+    spectral_radius_se : float or None
+        Standard error of the mean ρ (sd over seeds / √k; None with one seed).
+    spectral_radii : tuple of float
+        Each seed's ρ.
+    eigenvalues_sd : numpy.ndarray or None
+        Spread of each leading eigenvalue across seeds (√ of the mean squared complex
+        deviation, ddof 1; None with one seed).
+    seeds : tuple of int
+        The replicates measured.
+    confidence : float
+    n_applications : int
+        Operator applications, all seeds and checks included (the cost unit of the
+        iterative spectra).
+    at_reason : str
+        Why ``at`` is where it is (``at="auto"``).
+    checks : dict
+        The differentiability and agreement checks (:func:`~stabfw.analysis.jacobian.
+        checks.check_map`) on the first seed.
     """
 
     method: str
@@ -105,6 +141,16 @@ class JacobianResult(AnalysisResult):
     bounds: dict[str, Any] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     status: str = "ok"
+    status_reason: str = ""
+    spectral_radius_ci: tuple[float, float] | None = None
+    spectral_radius_se: float | None = None
+    spectral_radii: tuple[float, ...] = ()
+    eigenvalues_sd: np.ndarray | None = None
+    seeds: tuple[int, ...] = ()
+    confidence: float = 0.9
+    n_applications: int = 0
+    at_reason: str = ""
+    checks: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_map_evaluations(self) -> int:
@@ -112,14 +158,24 @@ class JacobianResult(AnalysisResult):
         return self.n_evaluations
 
     @property
+    def seconds(self) -> float:
+        """Alias of :attr:`wall_time`."""
+        return self.wall_time
+
+    @property
     def dim(self) -> int:
         """Length of θ."""
         return int(self.point.size)
 
     @property
-    def stable(self) -> bool:
-        """ρ(J) < 1."""
-        return bool(self.spectral_radius < 1)
+    def evidence(self) -> bool:
+        """Whether ρ may be read as evidence about stability (``status == "ok"``)."""
+        return self.status == "ok"
+
+    @property
+    def stable(self) -> bool | None:
+        """ρ(J) < 1; None when the status says ρ is no evidence."""
+        return bool(self.spectral_radius < 1) if self.evidence else None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no arrays longer than the leading eigenvalues)."""
@@ -128,20 +184,33 @@ class JacobianResult(AnalysisResult):
         return self._plain({
             "method": self.method,
             "status": self.status,
+            "status_reason": self.status_reason,
             "spectral_radius": self.spectral_radius,
+            "spectral_radius_ci": (None if self.spectral_radius_ci is None
+                                   else list(self.spectral_radius_ci)),
+            "spectral_radius_se": self.spectral_radius_se,
+            "spectral_radii": list(self.spectral_radii),
+            "confidence": self.confidence,
+            "seeds": list(self.seeds),
             "spectral_norm": self.spectral_norm,
             "eigenvalues": np.asarray(self.eigenvalues, complex),
+            "eigenvalues_sd": (None if self.eigenvalues_sd is None
+                               else np.asarray(self.eigenvalues_sd, float)),
             "stable": self.stable,
             "n_matvecs": int(self.n_matvecs),
+            "n_applications": int(self.n_applications),
             "n_evaluations": int(self.n_evaluations),
             "wall_time": round(float(self.wall_time), 4),
+            "seconds": round(float(self.wall_time), 4),
             "spectrum_method": self.spectrum_method,
             "at": self.at,
+            "at_reason": self.at_reason,
             "dim": self.dim,
             "lam": self.lam,
             "residual": self.residual,
             "residual_relative": self.residual / max(np.linalg.norm(self.point), 1e-300),
             "distance_to_theta_star": float(np.linalg.norm(self.point - self.theta_star)),
+            "checks": self.checks,
             "bounds": self.bounds,
             "info": info,
         })
@@ -172,6 +241,15 @@ class JacobianAnalyzer:
         and Jᵀ again as the eigenvalues took; free when J is formed).
     solve : SolveOptions or dict, optional
         How ``at="fixed_point"`` finds the fixed point.
+    seeds : int or sequence of int
+        Replicates measured: ``k`` means the config's first ``k`` seeds (0..k−1 where the
+        config has fewer), each with its own retraining map (own real data, θ* and
+        draws). ρ is their mean, with a t-interval at ``confidence`` when k ≥ 2.
+    confidence : float
+        Level of :attr:`JacobianResult.spectral_radius_ci`.
+    check : bool
+        Probe the map by finite differences at two steps (and compare the method's J
+        with them) before any stability claim; see :mod:`~stabfw.analysis.jacobian.checks`.
     random_state : int
         Perturbation directions and iterative start vectors.
     options : dict or options model, optional
@@ -185,13 +263,31 @@ class JacobianAnalyzer:
     def __init__(self, method: Method = "auto", spectrum: str = "auto", k: int = 6,
                  tol: float = 1e-3, seed: int | None = None, bounds: Any = "auto",
                  norm: bool = True, solve: SolveOptions | dict[str, Any] | None = None,
-                 random_state: int = 0, options: Any = None, **method_kwargs: Any):
+                 random_state: int = 0, options: Any = None, seeds: Any = 1,
+                 confidence: float = 0.9, check: bool = True, **method_kwargs: Any):
         if method not in ("auto", *METHODS):
             raise ValueError(f"method must be one of auto, {', '.join(METHODS)}; got {method!r}")
         if spectrum not in ("auto", "dense", "power", "arnoldi"):
             raise ValueError(f"spectrum must be auto, dense, power or arnoldi; got {spectrum!r}")
+        if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+            if seeds < 1:
+                raise ValueError(f"seeds must be ≥ 1 (replicates), got {seeds}")
+            seeds = int(seeds)
+        else:
+            try:
+                seeds = [int(s) for s in seeds]
+            except TypeError:
+                raise ValueError(f"seeds must be an int ≥ 1 or a list of seed ids; got "
+                                 f"{seeds!r}") from None
+            if not seeds or len(set(seeds)) != len(seeds):
+                raise ValueError(f"seeds must be a non-empty list of distinct ids; got {seeds}")
+        if not 0 < confidence < 1:
+            raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
         self.method = method
         self.spectrum = spectrum
+        self.seeds = seeds
+        self.confidence = float(confidence)
+        self.check = bool(check)
         self.k = k
         self.tol = tol
         self.seed = seed
@@ -230,16 +326,32 @@ class JacobianAnalyzer:
                                  "hooks; use 'finite_difference' or 'empirical'")
         return method
 
+    def seed_ids(self, G: RetrainingMap) -> list[int]:
+        """The replicates measured: ``G``'s seed first, then the config's next seeds."""
+        if isinstance(self.seeds, list):
+            return list(self.seeds)
+        k = self.seeds
+        pool = [int(s) for s in G.config.seed_list]
+        if len(pool) < k:
+            pool = pool + [s for s in range(k + len(pool)) if s not in pool]
+        return [G.seed, *[s for s in pool if s != G.seed][:k - 1]]
+
+    @staticmethod
+    def _check_at(at: Any) -> None:
+        if isinstance(at, str) and at not in AT_CHOICES:
+            raise ValueError(f"at must be None, {', '.join(repr(a) for a in AT_CHOICES)}, an "
+                             f"array or a FixedPointSolution; got {at!r}")
+
     def _point(self, G: RetrainingMap, at: Any) -> tuple[np.ndarray, str, dict[str, Any]]:
         if isinstance(at, FixedPointSolution):  # a fixed point found already
-            return np.asarray(at.fixed_point, float), "fixed_point", {
-                "solve": at.to_dict() | {"fixed_point": None}}
+            if at.info.get("seed", G.seed) == G.seed:
+                return np.asarray(at.fixed_point, float), "fixed_point", {
+                    "solve": at.to_dict() | {"fixed_point": None}}
+            at = "fixed_point"  # another seed's point: solve this seed's own
         if at is None or (isinstance(at, str) and at == "theta_star"):
             return G.theta_star, "theta_star", {}
         if isinstance(at, str):
-            if at != "fixed_point":
-                raise ValueError(f"at must be None, 'theta_star', 'fixed_point' or an array; "
-                                 f"got {at!r}")
+            self._check_at(at)
             sol = solve_from_theta_star(G, self.solve)
             return sol.fixed_point, "fixed_point", {"solve": sol.to_dict() | {"fixed_point": None}}
         x = np.asarray(at, dtype=float).reshape(-1)
@@ -247,61 +359,211 @@ class JacobianAnalyzer:
             raise ValueError(f"at has length {x.size}; θ has {G.theta_star.size}")
         return x, "given", {}
 
+    def choose_point(self, maps: list[RetrainingMap]) -> tuple[str, str, dict[int, np.ndarray]]:
+        """``at="auto"``: θ* where it is a fixed point up to the map's noise, else the
+        loop's fixed point.
+
+        Over the replicates ``maps`` (at least :data:`AUTO_MIN_SEEDS`), the residuals
+        ``r_s = G_s(θ*_s) − θ*_s`` have mean zero when θ* is a fixed point of the
+        expected map (plain maximum likelihood on fixed real data: only the synthetic
+        draws move it). The statistic ``F = m‖r̄‖² / tr S`` (S the residuals' sample
+        covariance) is ≈ 1 then, F-distributed with the Satterthwaite effective dimension
+        ``d_e = (tr S)²/tr S²``; above its 99 % quantile θ* is not a fixed point (a
+        penalty, selection or feedback shifts the loop), and J is taken at each seed's
+        fixed point.
+
+        Returns ``(at, reason, images)`` — ``images`` the G(θ*) computed, by seed.
+        """
+        from scipy import stats
+
+        images = {G.seed: G(G.theta_star) for G in maps}
+        r = np.stack([images[G.seed] - G.theta_star for G in maps])
+        m = r.shape[0]
+        if not np.any(r):
+            return "theta_star", "G(θ*) = θ* exactly: θ* is a fixed point", images
+        rbar = r.mean(axis=0)
+        S = np.cov(r, rowvar=False, ddof=1).reshape(r.shape[1], r.shape[1])
+        trS = float(np.trace(S))
+        if trS <= 0:
+            return "fixed_point", ("every seed's θ* moves by the same amount: θ* is not a "
+                                   "fixed point"), images
+        F = m * float(rbar @ rbar) / trS
+        de = trS**2 / max(float(np.sum(S * S)), 1e-300)
+        thr = float(stats.f.ppf(0.99, de, de * (m - 1)))
+        mean_res = float(np.mean(np.linalg.norm(r, axis=1)))
+        if F <= thr:
+            return "theta_star", (
+                f"θ* is a fixed point up to the map's noise: over {m} seeds the mean residual "
+                f"G(θ*) − θ* is within its spread (F = {F:.3g} ≤ {thr:.3g}, the 99 % quantile; "
+                f"mean ‖G(θ*) − θ*‖ = {mean_res:.3g})"), images
+        return "fixed_point", (
+            f"θ* is not a fixed point: over {m} seeds G(θ*) − θ* has a systematic part beyond "
+            f"the map's noise (F = {F:.3g} > {thr:.3g}, the 99 % quantile; mean ‖G(θ*) − θ*‖ "
+            f"= {mean_res:.3g}), so J is taken at each seed's fixed point of the map"), images
+
     # --- operators ----------------------------------------------------------------------------
     def operator(self, loop: Any, config: Any, at: Any = None,
                  retraining_map: RetrainingMap | None = None) -> JacobianOperator:
-        """The matrix-free operator ``v ↦ J v`` (``dense``/``empirical``: a formed matrix)."""
+        """The matrix-free operator ``v ↦ J v`` (``dense``/``empirical``: a formed matrix)
+        of the first seed."""
         G = retraining_map if retraining_map is not None else RetrainingMap(loop, config,
                                                                                seed=self.seed)
+        if isinstance(at, str) and at == "auto":
+            at, _, _ = self.choose_point(self._maps(loop, G, {}, max(AUTO_MIN_SEEDS, 1)))
         return self._build(loop, G, self._resolve_method(loop, G), at)
 
-    def _build(self, loop: Any, G: RetrainingMap, method: str, at: Any) -> JacobianOperator:
+    def _build(self, loop: Any, G: RetrainingMap, method: str, at: Any,
+               image: np.ndarray | None = None) -> JacobianOperator:
         x, at_label, info = self._point(G, at)
-        lin = Linearization(loop, G, x, G(x), at_label, self.random_state, info)
+        gx = image if (image is not None and at_label == "theta_star") else G(x)
+        lin = Linearization(loop, G, x, gx, at_label, self.random_state, info)
         return _BUILDERS[method](lin, self.method_options(method))
+
+    def _maps(self, loop: Any, G: RetrainingMap, maps: dict[int, RetrainingMap],
+              n: int) -> list[RetrainingMap]:
+        """The first ``n`` replicates' maps at G's λ (reusing ``maps``' θ* fits)."""
+        ids = self.seed_ids(G)
+        extra = [s for s in range(len(ids) + n) if s not in ids]
+        ids = (ids + extra)[:max(n, len(ids))] if n > len(ids) else ids[:n]
+        out = []
+        for s in ids:
+            if s == G.seed:
+                out.append(G)
+                continue
+            base = maps.get(s)
+            if base is None:
+                base = maps[s] = RetrainingMap(loop, G.config, seed=s, generation=G.generation)
+            out.append(base if base.config.lam == G.config.lam else base.with_lam(G.config.lam))
+        return out
 
     # --- analysis ---------------------------------------------------------------------------
     def analyze(self, loop: Any, config: Any, at: Any = None,
-                retraining_map: RetrainingMap | None = None) -> JacobianResult:
-        """Build J at ``at`` (θ* by default) and compute its spectrum.
+                retraining_map: RetrainingMap | None = None,
+                maps: dict[int, RetrainingMap] | None = None) -> JacobianResult:
+        """Build J at ``at`` for each seed, take its spectrum, check the map.
 
         Parameters
         ----------
         loop : SelfConsumingLoop
         config : RetrainConfig or dict
-        at : None, "theta_star", "fixed_point", array or FixedPointSolution
-            Where to build J: θ* (default), the fixed point of the map (solved here, or
-            the one a :class:`~stabfw.FixedPointSolution` holds) or any θ.
+        at : None, "theta_star", "fixed_point", "auto", array or FixedPointSolution
+            Where to build J: θ* (default), each seed's fixed point of the map (solved
+            here; a :class:`~stabfw.FixedPointSolution` is used for its own seed),
+            ``auto`` (θ* where it is a fixed point up to noise, else the fixed point:
+            :meth:`choose_point`) or a given θ.
         retraining_map : RetrainingMap, optional
-            A map of ``loop`` and ``config`` built already (saves refitting θ*, e.g. over a
-            grid of λ with :meth:`RetrainingMap.with_lam`).
+            The first seed's map, built already (saves refitting θ*, e.g. over a grid of
+            λ with :meth:`RetrainingMap.with_lam`).
+        maps : dict of int to RetrainingMap, optional
+            Maps of other seeds to reuse (same loop and config; another λ is fine); maps
+            built here are added to it.
         """
         t0 = time.perf_counter()
-        G = retraining_map if retraining_map is not None else RetrainingMap(loop, config,
-                                                                               seed=self.seed)
-        method = self._resolve_method(loop, G)
-        op = self._build(loop, G, method, at)
-        if method == "empirical":
-            spec = _matrix_spectrum(op, self.k)
-            n_mv = op.info["n_perturbed_evaluations"]
+        self._check_at(at)
+        G0 = retraining_map if retraining_map is not None else RetrainingMap(loop, config,
+                                                                                seed=self.seed)
+        method = self._resolve_method(loop, G0)
+        maps = {} if maps is None else maps
+        seeds = self.seed_ids(G0)
+        images: dict[int, np.ndarray] = {}
+        at_reason = ""
+        if isinstance(at, str) and at == "auto":
+            probe = self._maps(loop, G0, maps, max(len(seeds), AUTO_MIN_SEEDS))
+            at, at_reason, images = self.choose_point(probe)
+            Gs = probe[:len(seeds)]
         else:
-            # auto: dense while forming J (d applications) is no dearer than Arnoldi's ~2·ncv
-            extra = {} if self.norm or self.spectrum == "dense" else {"norm": False}
-            spec = spectrum(op, method=self.spectrum, k=self.k, tol=self.tol,
-                            max_dense_dim=min(self.method_options("dense").max_dense_dim, 40),
-                            **extra)
-            n_mv = op.n_matvecs
+            Gs = self._maps(loop, G0, maps, len(seeds))
+        per_seed, specs, ops = [], [], []
+        n_apps = 0
+        for G in Gs:
+            op = self._build(loop, G, method, at, images.get(G.seed))
+            if method == "empirical":
+                spec = _matrix_spectrum(op, self.k)
+                n_mv = op.info["n_perturbed_evaluations"]
+            else:
+                # auto: form J only where that is cheaper than Arnoldi's Krylov basis
+                # (d ≤ max(2k + 1, 20) applications); matrix-free otherwise
+                cheaper = max(2 * self.k + 1, 20)
+                extra = {} if self.norm or self.spectrum == "dense" else {"norm": False}
+                spec = spectrum(op, method=self.spectrum, k=self.k, tol=self.tol,
+                                max_dense_dim=min(self.method_options("dense").max_dense_dim,
+                                                  cheaper), **extra)
+                n_mv = op.n_matvecs
+            n_apps += int(n_mv)
+            specs.append(spec)
+            ops.append(op)
+            per_seed.append({"seed": G.seed, "spectral_radius": float(spec.spectral_radius),
+                             "residual": op.residual, "at": op.at,
+                             "spectrum_converged": spec.converged})
+        op, spec, G = ops[0], specs[0], Gs[0]
+        checks = self._checks(G, op, method) if self.check else {
+            "status": "ok", "reason": "checks skipped (check=False)", "n_evaluations": 0}
+        n_apps += int(checks.get("n_applications", 0))
+        rhos = np.array([s.spectral_radius for s in specs], float)
+        k = rhos.size
+        rho, ci, se = float(np.mean(rhos)), None, None
+        if k >= 2:
+            from scipy import stats
+
+            se = float(np.std(rhos, ddof=1) / math.sqrt(k))
+            half = float(stats.t.ppf(0.5 + self.confidence / 2, k - 1)) * se
+            ci = (rho - half, rho + half)
+        eig, eig_sd = _mean_eigenvalues([s.eigenvalues for s in specs])
         info = op.diagnostics()
         info["spectrum_note"] = spec.note
-        info["spectrum_converged"] = spec.converged
-        bounds = self._bounds(loop, G, spec.spectral_radius)
+        info["spectrum_converged"] = all(s.converged for s in specs)
+        if k > 1:
+            info["per_seed"] = per_seed
+        if method != "empirical" and spec.method != "dense" and self.spectrum == "auto":
+            info["spectrum_choice"] = (f"Arnoldi on the matrix-free operator (d = {op.shape[0]} "
+                                       "> the Krylov basis size, forming J would cost more)")
+        bounds = self._bounds(loop, G, rho)
+        status, reason = checks["status"], checks["reason"]
+        if status == "ok" and method == "implicit" and info.get("negative_curvature"):
+            status, reason = "ill_conditioned", info["warning"]
+        if status == "ok" and method == "dense" and info.get("hessian_min_eig", 1.0) <= 0:
+            status, reason = "ill_conditioned", info["warning"]
+        norms = np.array([s.spectral_norm for s in specs], float)
         return JacobianResult(
-            method=method, spectral_radius=float(spec.spectral_radius),
-            spectral_norm=float(spec.spectral_norm), eigenvalues=np.asarray(spec.eigenvalues),
-            n_matvecs=int(n_mv), n_evaluations=int(G.n_evaluations),
+            method=method, spectral_radius=rho,
+            spectral_norm=float(np.mean(norms)) if np.all(np.isfinite(norms)) else math.nan,
+            eigenvalues=eig, n_matvecs=n_apps, n_evaluations=int(sum(g.n_evaluations
+                                                                     for g in Gs)),
             wall_time=time.perf_counter() - t0, spectrum_method=spec.method, at=op.at,
             point=op.point, theta_star=op.theta_star, residual=op.residual,
-            lam=float(G.config.lam), matrix=op.matrix, bounds=bounds, info=info)
+            lam=float(G.config.lam), matrix=op.matrix, bounds=bounds, info=info,
+            status=status, status_reason=reason, spectral_radius_ci=ci,
+            spectral_radius_se=se, spectral_radii=tuple(float(r) for r in rhos),
+            eigenvalues_sd=eig_sd, seeds=tuple(g.seed for g in Gs),
+            confidence=self.confidence, n_applications=n_apps, at_reason=at_reason,
+            checks={k_: v for k_, v in checks.items() if k_ != "n_applications"})
+
+    def _checks(self, G: RetrainingMap, op: JacobianOperator, method: str) -> dict[str, Any]:
+        """Differentiability of the map at the first seed's point, and agreement of the
+        method's J with its finite differences (:func:`~stabfw.analysis.jacobian.checks.
+        check_map`)."""
+        fd = self.method_options("finite_difference")
+        x = op.point
+        # probe at the scale the method itself looks at the map (its step or kick)
+        rel = (self.method_options("empirical").perturbation if method == "empirical"
+               else fd.fd_step)
+        h = rel * max(1.0, float(np.linalg.norm(x)))
+        image = op.image if op.image is not None else G(x)
+        extra, basis = [], None
+        if op.matrix is not None:  # the claimed leading eigenvector is probed too
+            if op.ritz_values is not None and op.subspace is not None:
+                basis = op.subspace
+            M = op.matrix if basis is None else basis.T @ op.matrix @ basis
+            w, V = np.linalg.eig(M)
+            v = V[:, int(np.argmax(np.abs(w)))]
+            extra = [v if basis is None else basis @ v]
+        dirs = probe_directions(x.size, 2, self.random_state, basis, extra)
+        m0 = op.n_matvecs
+        apply_J = None if method == "finite_difference" else op.matvec
+        init = image if fd.fd_init == "fitted" else None
+        out = check_map(G, x, image, h, dirs, init, apply_J, method, op.info)
+        out["n_applications"] = op.n_matvecs - m0 if op.matrix is None else 0
+        return out
 
     def _bounds(self, loop: Any, G: RetrainingMap, rho: float) -> dict[str, Any] | None:
         want = self.bounds
@@ -335,3 +597,15 @@ def _matrix_spectrum(op: JacobianOperator, k: int) -> Spectrum:
     ev = ev[order]
     return Spectrum(float(np.max(np.abs(ev))), float(np.linalg.norm(J, 2)), ev[:k], "empirical",
                     0, 0, time.perf_counter() - t0, True, note)
+
+
+def _mean_eigenvalues(lists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mean over seeds of each seed's sorted leading eigenvalues, and their spread
+    (√ of the mean squared complex deviation, ddof 1); one seed: its own, no spread."""
+    n = min(len(e) for e in lists)
+    E = np.stack([np.asarray(e, complex)[:n] for e in lists])
+    if E.shape[0] == 1:
+        return E[0], None
+    mean = E.mean(axis=0)
+    sd = np.sqrt(np.sum(np.abs(E - mean) ** 2, axis=0) / (E.shape[0] - 1))
+    return mean, sd

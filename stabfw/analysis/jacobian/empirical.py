@@ -65,4 +65,4 @@ def build(lin: Linearization, o: EmpiricalOptions) -> JacobianOperator:
             "n_perturbed_evaluations": K * T}
     ritz = np.linalg.eigvals(Ur.T @ Y @ Vr / sr) if r < d else None
     return lin.operator("empirical", lambda v: J @ v, lambda u: J.T @ u, matrix=J, info=info,
-                        ritz_values=ritz)
+                        ritz_values=ritz, subspace=Ur if r < d else None)

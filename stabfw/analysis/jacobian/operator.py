@@ -33,6 +33,10 @@ class JacobianOperator(CountingOperator):
     ritz_values : numpy.ndarray or None
         ``empirical`` on a subspace smaller than θ: the eigenvalues of J restricted to it
         (the matrix is zero on the complement, so its own eigenvalues say nothing there).
+    subspace : numpy.ndarray or None
+        An orthonormal basis (d × r) of that subspace.
+    image : numpy.ndarray or None
+        ``G(point)``.
     """
 
     def __init__(self, matvec: Callable[[np.ndarray], np.ndarray], dim: int,
@@ -41,8 +45,10 @@ class JacobianOperator(CountingOperator):
                  theta_star: np.ndarray, residual: float, at: str, retraining_map: Any,
                  info: dict[str, Any] | None = None,
                  diagnostics: Callable[[], dict[str, Any]] | None = None,
-                 ritz_values: np.ndarray | None = None):
+                 ritz_values: np.ndarray | None = None, subspace: np.ndarray | None = None,
+                 image: np.ndarray | None = None):
         super().__init__(matvec, dim, rmatvec, matrix)
+        self.subspace, self.image = subspace, image
         self.method, self.point, self.theta_star = method, point, theta_star
         self.residual, self.at, self.retraining_map = residual, at, retraining_map
         self.info: dict[str, Any] = dict(info or {})
@@ -94,10 +100,12 @@ class Linearization:
                  rmatvec: Callable[[np.ndarray], np.ndarray] | None = None,
                  matrix: np.ndarray | None = None, *, info: dict[str, Any] | None = None,
                  diagnostics: Callable[[], dict[str, Any]] | None = None,
-                 ritz_values: np.ndarray | None = None) -> JacobianOperator:
+                 ritz_values: np.ndarray | None = None,
+                 subspace: np.ndarray | None = None) -> JacobianOperator:
         """The :class:`JacobianOperator` of ``method`` at this point."""
         return JacobianOperator(
             matvec, self.point.size, rmatvec, matrix, method=method, point=self.point,
             theta_star=self.G.theta_star, residual=self.residual, at=self.at,
             retraining_map=self.G, info={**self.info, **(info or {})},
-            diagnostics=diagnostics, ritz_values=ritz_values)
+            diagnostics=diagnostics, ritz_values=ritz_values, subspace=subspace,
+            image=self.image)
