@@ -534,6 +534,16 @@ class FixedPointAnalyzer:
                           f"{MIN_OBSERVATIONS} seed-generations)")
         if np.isfinite(ci[0]) and ci[0] > 1.0:
             return result("diverging", f"the rate's interval lies above 1: {rng_txt()}")
+        noise = ev.get("noise_var")
+        if (growing and not np.isfinite(ci[1]) and np.isfinite(rate) and rate < 1.0
+                and noise is not None and np.isfinite(noise)
+                and float(np.mean(dist[:, -1] ** 2)) < 20 * noise):
+            # growth of the distance from θ* alone, within a few noise variances, against a
+            # rate below 1 without an interval (too few seeds): a loop still settling at its
+            # noise level looks the same; a real drift leaves the noise far behind
+            return result("inconclusive", f"the squared distance from θ* grows ({g_b:.3g}/"
+                          f"generation over the second half) but the rate {rate:.3g} has no "
+                          f"interval ({S} seed(s) are too few to tell settling from drift)")
         if growing and not (np.isfinite(ci[1]) and ci[1] < 1.0) and not (
                 accumulating and steps_decay):
             return result("diverging", f"the squared distance from θ* keeps growing "

@@ -387,5 +387,6 @@ def test_contamination_creep_and_a_stable_loop():
         out[det] = (auc[0] - auc[-1], admit[-1] - admit[0], verdict)
     assert out["lof"][0] > 0.2 and out["lof"][1] > 0.3
     assert abs(out["iforest"][0]) < 0.03 and out["iforest"][1] < 0.1
-    assert out["iforest"][2] in ("converged", "stationary_noise")
+    # 3 seeds give the rate no interval: a wobble at the noise level is not called drift
+    assert out["iforest"][2] in ("converged", "stationary_noise", "inconclusive")
     assert out["lof"][2] in ("diverging", "collapsing")
