@@ -5,7 +5,6 @@ against rejected, per run (λ) — read from ``scores/seed<s>/gen<NNN>.npz``, wr
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from stabfw._util.plotting import pyplot
+from stabfw.core.artifacts import recorded_generations, save_generation
 
 __all__ = ["RECORDED_SEEDS", "SCORES", "record_scores", "score_histograms"]
 
@@ -24,28 +24,16 @@ RECORDED_SEEDS = 1
 def record_scores(run_dir: Path, seed: int, generation: int, normal: np.ndarray,
                   anomaly: np.ndarray, threshold: float) -> None:
     """Write one generation's stream scores (float32) and threshold."""
-    folder = Path(run_dir) / SCORES / f"seed{seed}"
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"gen{generation:03d}.tmp.npz"
-    np.savez_compressed(tmp, normal=np.asarray(normal, np.float32),
-                        anomaly=np.asarray(anomaly, np.float32), threshold=float(threshold))
-    tmp.replace(folder / f"gen{generation:03d}.npz")
-
-
-def _recorded(run_dir: Path) -> dict[int, Path]:
-    seeds = sorted((Path(run_dir) / SCORES).glob("seed*"),
-                   key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
-    if not seeds:
-        return {}
-    return {int(re.sub(r"\D", "", p.stem) or 0): p for p in seeds[0].glob("gen*.npz")
-            if ".tmp" not in p.name}
+    save_generation(run_dir, SCORES, seed, generation, compress=True,
+                    normal=np.asarray(normal, np.float32),
+                    anomaly=np.asarray(anomaly, np.float32), threshold=float(threshold))
 
 
 def score_histograms(runs: Mapping[str, Path]) -> list[tuple[str, Any]]:
     """A row per run (λ), a column each for generations 0, middle and last."""
     from matplotlib.patches import Patch
 
-    recorded = {k: v for k, v in ((k, _recorded(d)) for k, d in runs.items()) if v}
+    recorded = {k: v for k, v in ((k, recorded_generations(d, SCORES)) for k, d in runs.items()) if v}
     if not recorded:
         return []
     plt = pyplot()

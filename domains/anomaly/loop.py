@@ -45,6 +45,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
+from stabfw.core.artifacts import recording_target
 from stabfw.core.capabilities import Capabilities, MetricInfo
 from stabfw.core.loop import SelfConsumingLoop
 from stabfw.domains.anomaly.data import (
@@ -467,16 +468,10 @@ class AnomalyLoop(SelfConsumingLoop):
         # only the runner's metric draws name a (seed, generation); analyzers' do not
         from stabfw.domains.anomaly.figures import RECORDED_SEEDS, record_scores
 
-        run_dir = getattr(self, "_run_dir", None)
-        seed, gen = getattr(rng, "seed", None), getattr(rng, "generation", None)
-        if None in (run_dir, seed, gen) or getattr(rng, "purpose", None) != "metrics":
-            return
-        seen = self.__dict__.setdefault("_recorded_seeds", [])
-        if seed not in seen:
-            if len(seen) >= RECORDED_SEEDS:
-                return
-            seen.append(seed)
-        record_scores(run_dir, int(seed), int(gen), normal, anomaly, tau)
+        where = recording_target(getattr(self, "_run_dir", None), rng,
+                                 self.__dict__.setdefault("_recorded_seeds", []), RECORDED_SEEDS)
+        if where is not None:
+            record_scores(self._run_dir, *where, normal, anomaly, tau)
 
     def report_figures(self, runs):
         """Histograms of the stream's scores, admitted vs rejected, per generation and λ."""

@@ -5,7 +5,6 @@ real future (held out), and the point forecast with its prediction interval at g
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from stabfw._util.plotting import pyplot
+from stabfw.core.artifacts import recorded_generations, save_generation
 
 __all__ = ["FORECASTS", "fan_chart", "record_forecast"]
 
@@ -25,20 +25,7 @@ RECORDED_SEEDS = 2
 def record_forecast(run_dir: Path, seed: int, generation: int, point: np.ndarray,
                     lo: np.ndarray, hi: np.ndarray) -> None:
     """Write one generation's point forecast and interval (a few hundred bytes)."""
-    folder = Path(run_dir) / FORECASTS / f"seed{seed}"
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"gen{generation:03d}.tmp.npz"
-    np.savez(tmp, point=point, lo=lo, hi=hi)
-    tmp.replace(folder / f"gen{generation:03d}.npz")
-
-
-def _recorded(run_dir: Path) -> dict[int, Path]:
-    seeds = sorted((Path(run_dir) / FORECASTS).glob("seed*"),
-                   key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
-    if not seeds:
-        return {}
-    return {int(re.sub(r"\D", "", p.stem) or 0): p for p in seeds[0].glob("gen*.npz")
-            if ".tmp" not in p.name}
+    save_generation(run_dir, FORECASTS, seed, generation, point=point, lo=lo, hi=hi)
 
 
 def fan_chart(runs: Mapping[str, Path], history: np.ndarray, future: np.ndarray,
@@ -48,7 +35,7 @@ def fan_chart(runs: Mapping[str, Path], history: np.ndarray, future: np.ndarray,
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    recorded = {label: _recorded(d) for label, d in runs.items()}
+    recorded = {label: recorded_generations(d, FORECASTS) for label, d in runs.items()}
     recorded = {k: v for k, v in recorded.items() if v}
     if not recorded:
         return []

@@ -47,6 +47,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pandas as pd
 
+from stabfw.core.artifacts import recording_target
 from stabfw.core.capabilities import Capabilities, MetricInfo
 from stabfw.core.loop import SelfConsumingLoop
 from stabfw.domains.forecasting import data as hist
@@ -424,17 +425,12 @@ class ForecastingLoop(SelfConsumingLoop):
         # only the runner's metric draws name a (seed, generation); analyzers' do not
         from stabfw.domains.forecasting.figures import RECORDED_SEEDS, record_forecast
 
-        run_dir = getattr(self, "_run_dir", None)
-        seed, gen = getattr(rng, "seed", None), getattr(rng, "generation", None)
-        if None in (run_dir, seed, gen) or getattr(rng, "purpose", None) != "metrics":
+        where = recording_target(getattr(self, "_run_dir", None), rng,
+                                 self.__dict__.setdefault("_recorded_seeds", []), RECORDED_SEEDS)
+        if where is None:
             return
-        seen = self.__dict__.setdefault("_recorded_seeds", [])
-        if seed not in seen:
-            if len(seen) >= RECORDED_SEEDS:
-                return
-            seen.append(seed)
         lo, hi = np.quantile(paths, [(1 - self.coverage) / 2, (1 + self.coverage) / 2], axis=1)
-        record_forecast(run_dir, int(seed), int(gen), point, lo, hi)
+        record_forecast(self._run_dir, *where, point, lo, hi)
 
     def report_figures(self, runs):
         """A fan chart per λ: history, the real future, forecasts of generations 0, middle

@@ -112,7 +112,7 @@ class MLflowTracker(RunCallback):
         ms = [Metric(k, float(v), 0, step) for k, v in (metrics or {}).items()
               if math.isfinite(float(v))]
         ps = [Param(k, v) for k, v in (params or {}).items()]
-        for i in range(0, max(len(ms), len(ps)), 100):  # MLflow's batch limit is 1000
+        for i in range(0, max(len(ms), len(ps)), 100):  # log_batch takes ≤ 100 params
             self._client.log_batch(self.run_id, metrics=ms[i:i + 100], params=ps[i:i + 100])
 
     def on_generation(self, generation: int, theta: np.ndarray, metrics: Any) -> None:

@@ -4,32 +4,11 @@ import math
 
 import numpy as np
 import pytest
+from reference_loops import BernoulliCoin
 
 import stabfw
 from stabfw.analysis.fixed_point import FixedPointAnalyzer
 from stabfw.domains.gaussian import GaussianLoop
-
-
-class BernoulliCoin(stabfw.SelfConsumingLoop):
-    """The API sketch's example: a coin's bias refitted on its own flips."""
-
-    def __init__(self, n=100, p_true=0.3):
-        self.n, self.p_true = n, p_true
-
-    def real_data(self, rng):
-        return (rng.random(self.n) < self.p_true).astype(float)
-
-    def fit(self, data, init, rng):
-        return float(np.mean(data))
-
-    def generate(self, state, n, rng):
-        return (rng.random(n) < state).astype(float)
-
-    def params(self, state):
-        return np.array([state])
-
-    def with_params(self, state, theta):
-        return float(theta[0])
 
 
 def _ar_paths(J, c, seeds=40, T=60, noise=0.0, x0=None, seed=0):

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pytest
+from reference_loops import BernoulliCoin
 from scipy import stats
 
 import stabfw
@@ -18,28 +19,6 @@ from stabfw.analysis.critical import bootstrap_crossing
 from stabfw.analysis.headline import critical_statement, headline_row
 from stabfw.analysis.pipeline import analyze_run
 from stabfw.domains.gaussian import GaussianLoop
-
-
-class BernoulliCoin(stabfw.SelfConsumingLoop):
-    """The README's coin: discrete draws make the retraining map piecewise constant."""
-
-    def __init__(self, n=100, p_true=0.3):
-        self.n, self.p_true = n, p_true
-
-    def real_data(self, rng):
-        return (rng.random(self.n) < self.p_true).astype(float)
-
-    def fit(self, data, init, rng):
-        return float(np.mean(data))
-
-    def generate(self, state, n, rng):
-        return (rng.random(n) < state).astype(float)
-
-    def params(self, state):
-        return np.array([state])
-
-    def with_params(self, state, theta):
-        return float(theta[0])
 
 
 class VarianceLoop(stabfw.SelfConsumingLoop):

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from reference_loops import BernoulliCoin
 
 import stabfw
 from stabfw.cli import main
@@ -158,26 +159,11 @@ def refused_then_restart(gp_runs, d: Path, *needles: str) -> None:
     assert same_files(d, ref)
 
 
-class Coin(stabfw.SelfConsumingLoop):
+class Coin(BernoulliCoin):
     """The API sketch's coin (api_cases.py), and its broken variants below."""
 
     def __init__(self, n: int = 50, p_true: float = 0.3):
-        self.n, self.p_true = n, p_true
-
-    def real_data(self, rng):
-        return (rng.random(self.n) < self.p_true).astype(float)
-
-    def fit(self, data, init, rng):
-        return float(np.mean(data))
-
-    def generate(self, state, n, rng):
-        return (rng.random(n) < state).astype(float)
-
-    def params(self, state):
-        return np.array([state])
-
-    def with_params(self, state, theta):
-        return float(theta[0])
+        super().__init__(n, p_true)
 
 
 class NaNFit(Coin):

@@ -11,35 +11,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import reference_loops
 
 import stabfw
 from stabfw.run.runner import CHECKPOINT
 
 
-class BernoulliCoin(stabfw.SelfConsumingLoop):
-    """A coin's bias fitted by maximum likelihood, retrained on its own flips (API_SKETCH)."""
-
-    def __init__(self, n: int = 100, p_true: float = 0.3):
-        self.n, self.p_true = n, p_true
-
-    def real_data(self, rng):
-        return (rng.random(self.n) < self.p_true).astype(float)
+class BernoulliCoin(reference_loops.BernoulliCoin):
+    """A coin's bias fitted by maximum likelihood, retrained on its own flips (API_SKETCH),
+    whose fit can simulate a crash."""
 
     def fit(self, data, init, rng):
         if CRASH_AT["generation"] is not None and init is not None:
             CRASH_AT["count"] += 1
             if CRASH_AT["count"] >= CRASH_AT["generation"]:
                 raise KeyboardInterrupt("simulated crash")
-        return float(np.mean(data))
-
-    def generate(self, state, n, rng):
-        return (rng.random(n) < state).astype(float)
-
-    def params(self, state):
-        return np.array([state])
-
-    def with_params(self, state, theta):
-        return float(theta[0])
+        return super().fit(data, init, rng)
 
     def metrics(self, state, rng):
         return {"p": state, "entropy": _entropy(state)}

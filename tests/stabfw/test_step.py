@@ -9,6 +9,7 @@ import itertools
 
 import numpy as np
 import pytest
+from reference_loops import BernoulliCoin
 
 import stabfw
 from stabfw.core.loop import SelfConsumingLoop
@@ -29,28 +30,16 @@ def toward_real(batch, *, state, loop, rng, real):
     return batch + 0.5 * (np.mean(real, axis=0) - np.mean(batch, axis=0))
 
 
-class Coin(SelfConsumingLoop):
+class Coin(BernoulliCoin):
     """The API sketch's coin, fitted with a warm-start-dependent shrinkage (so that warm and
     cold starts give different numbers)."""
 
     def __init__(self, n=40, p_true=0.3):
-        self.n, self.p_true = n, p_true
-
-    def real_data(self, rng):
-        return (rng.random(self.n) < self.p_true).astype(float)
+        super().__init__(n, p_true)
 
     def fit(self, data, init, rng):
         p = float(np.mean(data))
         return p if init is None else 0.9 * p + 0.1 * init
-
-    def generate(self, state, n, rng):
-        return (rng.random(n) < state).astype(float)
-
-    def params(self, state):
-        return np.array([state])
-
-    def with_params(self, state, theta):
-        return float(theta[0])
 
 
 POLICIES = ["fixed_real", "fresh_real", "fully_synthetic", "accumulate", "accumulate_subsample"]
