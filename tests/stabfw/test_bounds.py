@@ -111,14 +111,18 @@ def test_theorem1_is_never_below_the_measured_rho_gaussian_mean():
 
 
 def test_theorem1_with_estimated_constants_mean_and_variance():
-    loop = GaussMV(n=400)
+    # Theorem 1 bounds the population map. A seed's ρ scatters around λ/(1 + λ) with its λn
+    # synthetic points (n = 400, λ = 0.02: 8 points, ±50 %, and then the bound falls below
+    # it for some seeds, which the analyzer reports as consistent: False); with 1000 of them
+    # the scatter is ±4.5 % and the bound's margin at λ = 0.02 is 20 %
+    loop = GaussMV(n=50_000)
     held = []
     for lam in (0.02, 0.1, 0.3):
         res = stabfw.JacobianAnalyzer(method="dense").analyze(loop, stabfw.RetrainConfig(lam=lam))
         b = res.bounds
         held.append(b["condition"])
         if b["condition"]:
-            assert b["rate"] >= res.spectral_radius
+            assert b["consistent"] and b["rate"] >= res.spectral_radius
         else:
             assert b["vacuous"] and (b["rate"] is None or b["rate"] >= 1)
     assert held[0]  # α ≈ 0.1, L ≈ 1, ε ≈ 0.05: the condition holds at λ = 0.02

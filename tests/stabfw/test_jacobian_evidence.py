@@ -154,8 +154,10 @@ class ShrunkMean(stabfw.SelfConsumingLoop):
 
 
 def test_at_auto_picks_the_fixed_point_where_theta_star_is_not_one():
-    cfg = stabfw.RetrainConfig(lam=1.0, seeds=3)
-    r = stabfw.JacobianAnalyzer(method="finite_difference", seeds=3).analyze(
+    # 5 seeds: the residual test's 99 % threshold is F(1, 4) = 21 (F(1, 2) = 98 with 3, about
+    # what this loop's F is, so 3 seeds decide it by the draws)
+    cfg = stabfw.RetrainConfig(lam=1.0, seeds=5)
+    r = stabfw.JacobianAnalyzer(method="finite_difference", seeds=5).analyze(
         ShrunkMean(), cfg, at="auto")
     assert r.at == "fixed_point" and "not a fixed point" in r.at_reason
     assert r.spectral_radius == pytest.approx(0.4, abs=1e-8)
