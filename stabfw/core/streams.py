@@ -66,7 +66,7 @@ def _mix_int(z: int) -> int:
     return z ^ (z >> 31)
 
 
-_SHAKE_PREFIX = b"stabfw.stream.seed\x00"
+_SHAKE = hashlib.shake_128(b"stabfw.stream.seed\x00")  # copied per key: cheaper than a new one
 _WORD_SIZES = {np.uint32: 4, np.uint64: 8}
 _LITTLE = sys.byteorder == "little"
 _SPAWN_BASE = 1 << 20  # child numbers of Generator.spawn, clear of the domains' sub-streams
@@ -98,9 +98,9 @@ class _KeyedSeedSequence(ISpawnableSeedSequence):
         size = _WORD_SIZES.get(dtype) or _WORD_SIZES.get(np.dtype(dtype).type)
         if size is None:
             raise ValueError("only uint32 and uint64 are supported")
-        raw = hashlib.shake_128(_SHAKE_PREFIX + self.key.to_bytes(8, "little")).digest(
-            int(n_words) * size)
-        words = np.frombuffer(raw, dtype=dtype)
+        h = _SHAKE.copy()
+        h.update(self.key.to_bytes(8, "little"))
+        words = np.frombuffer(h.digest(int(n_words) * size), dtype=dtype)
         return words if _LITTLE else words.byteswap()
 
     def spawn(self, n_children: int) -> list[_KeyedSeedSequence]:
@@ -129,9 +129,14 @@ class KeyedGenerator(np.random.Generator):
 
     def __init__(self, key: int | np.uint64, seed: int | None = None,
                  generation: int | None = None, purpose: str | None = None):
-        self.key = np.uint64(key)
+        self._key = int(key)
         self.seed, self.generation, self.purpose = seed, generation, purpose
-        super().__init__(np.random.PCG64(_KeyedSeedSequence(int(key))))
+        super().__init__(np.random.PCG64(_KeyedSeedSequence(self._key)))
+
+    @property
+    def key(self) -> np.uint64:
+        """The stream's 64-bit key (a numpy scalar only when asked for: most callers don't)."""
+        return np.uint64(self._key)
 
     def spawn(self, n_children: int) -> list[np.random.Generator]:
         """Independent child generators (plain ``Generator``), deterministic per stream."""

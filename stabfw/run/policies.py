@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -13,8 +12,7 @@ from stabfw.run.config import RetrainConfig
 __all__ = ["TrainingSet", "build_training_set"]
 
 
-@dataclass(frozen=True)
-class TrainingSet:
+class TrainingSet(NamedTuple):
     """A mixed training set. Real points come first: positions ``[0, n_real)``."""
 
     data: Any
@@ -28,7 +26,7 @@ def build_training_set(
     real: Any | None,
     synthetic: Any,
     pool: Any | None,
-    rng: np.random.Generator,
+    rng: np.random.Generator | None,
 ) -> tuple[TrainingSet, Any | None]:
     """Mix real and synthetic data according to ``config.policy``.
 
@@ -42,7 +40,7 @@ def build_training_set(
     pool
         Synthetic points accumulated from earlier generations (``accumulate*`` policies).
     rng
-        Used only by ``accumulate_subsample``.
+        Used only by ``accumulate_subsample`` (the others accept None).
 
     Returns
     -------
@@ -53,14 +51,14 @@ def build_training_set(
     use_real = real if not config.fully_synthetic else None
     n_real = loop.data_size(use_real) if use_real is not None else 0
     if policy in ("fixed_real", "fresh_real", "fully_synthetic"):
-        parts, new_pool = [use_real, synthetic], None
+        new_pool, extra = None, synthetic
     elif policy in ("accumulate", "accumulate_subsample"):
-        new_pool = synthetic if pool is None else loop.concat([pool, synthetic])
-        parts = [use_real, new_pool]
+        new_pool = extra = synthetic if pool is None else loop.concat([pool, synthetic])
     else:  # pragma: no cover - the config schema rejects other names
         raise ValueError(f"unknown policy {policy!r}")
-    data = loop.concat([p for p in parts if p is not None and loop.data_size(p) > 0])
-    total = loop.data_size(data)
+    n_extra = loop.data_size(extra) if extra is not None else 0
+    data = loop.concat([p for p, k in ((use_real, n_real), (extra, n_extra)) if k > 0])
+    total = n_real + n_extra
     if policy == "accumulate_subsample":
         n0 = loop.data_size(real) if real is not None else 0
         target = config.subsample_size or (n_real + config.n_synthetic(n0))

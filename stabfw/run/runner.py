@@ -133,6 +133,8 @@ def _call(loop: Any, method: str, seed: int | None, t: int, fn: Callable[..., An
 
 
 def _theta(loop: Any, raw: Any, seed: int | None, t: int, method: str = "theta") -> np.ndarray:
+    if type(raw) is np.ndarray and raw.dtype == np.float64 and raw.ndim == 1 and raw.size:
+        return raw  # the common case, without the checks' cost (once per seed-generation)
     why = theta_problem(raw)
     if why is not None:
         raise LoopError(f"{_where(loop, method, seed, t)} returned a θ that {why}; θ must be "
@@ -565,10 +567,11 @@ class _SeedWork:
         """Generation ``t`` of seed ``s`` from its state of ``t − 1``:
         ``(state, pool, θ, metrics row)``."""
         loop, step = self.loop, self.step
-        real, n0 = self.fixed(s)
+        real, n0 = self.reals[s] if s in self.reals else self.fixed(s)
         if self.cfg.policy == "fresh_real":
             real = self.real(s, t)
-        self._at(s, t)
+        if self.where is not None:
+            self.where.seed, self.where.generation = s, t
         try:
             res = step(s, t, state, real, pool, n0)
         except (StabfwError, KeyboardInterrupt):
@@ -584,10 +587,9 @@ class _SeedWork:
                             f"{theta_star.size} (generation 0) to {theta.size}; θ must "
                             "keep one length for the whole run", seed=s, generation=t,
                             method="theta")
-        diff = theta - theta_star
-        dist = math.sqrt(float(diff @ diff))
-        return (res.state, res.pool, theta,
-                _row(s, t, dist, res.n_real, res.n_synthetic, self.metrics(s, t, res.state)))
+        # the distance to θ* is filled in for all seeds at once (_run_per_seed)
+        return (res.state, res.pool, theta, _row(s, t, math.nan, res.n_real, res.n_synthetic,
+                                                 self.metrics(s, t, res.state)))
 
 
 def _dumps(obj: Any) -> bytes:
@@ -691,6 +693,7 @@ def _run_per_seed(loop, cfg, seeds, state_rec, where, health, done):
             rows.append(row)
         theta = np.stack(thetas)
         cols = _columns(rows)
+        cols["dist_to_theta_star"] = _row_norms(theta - theta_star)
         events = health.observe(t, seeds, theta, _domain_metrics(cols), skip)
         done(t, {"states": states, "pools": pools}, theta, cols, events)
 

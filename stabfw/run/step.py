@@ -10,8 +10,7 @@ stream ``(s, t, purpose)`` (``"generate"``, ``"curate"``, ``"correct"``, ``"mix"
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -50,9 +49,8 @@ def as_retrain_config(config: RetrainConfig | dict[str, Any]) -> RetrainConfig:
         raise ConfigError(format_validation_error(err, prefix="loop")) from None
 
 
-@dataclass(frozen=True)
-class StepResult:
-    """What one generation produced.
+class StepResult(NamedTuple):
+    """What one generation produced (a named tuple: built once per seed-generation).
 
     Attributes
     ----------
@@ -83,6 +81,13 @@ class GenerationStep:
         self.curate = resolve_hook(self.config.curate)
         self.correct = resolve_hook(self.config.correct)
         self.custom_mix = loop.capabilities().custom_mix
+        # only these mixes draw: the others get no "mix" stream (a Generator per
+        # seed-generation is a measurable share of a cheap loop's cost)
+        self.mix_draws = self.custom_mix or self.config.policy == "accumulate_subsample"
+        self.hooks = tuple((name, hook) for name, hook in (("curate", self.curate),
+                                                           ("correct", self.correct))
+                           if hook is not None)
+        self._n_synthetic: dict[int, int] = {}  # n_real0 -> synthetic batch size
         #: the loop method being called (``generate``, ``curate``, ``fit``, ...), so that a
         #: caller can say where a loop's exception came from
         self.stage: str | None = None
@@ -107,7 +112,7 @@ class GenerationStep:
     def mix(self, seed: int, generation: int, real: Any, synthetic: Any,
             pool: Any) -> tuple[TrainingSet, Any]:
         """The training set of this generation and the pool to carry on."""
-        rng = stream(seed, generation, "mix")
+        rng = stream(seed, generation, "mix") if self.mix_draws else None
         if self.custom_mix:
             return self.loop.mix(real, synthetic, pool, self.config, rng)
         return build_training_set(self.loop, self.config, real, synthetic, pool, rng)
@@ -129,7 +134,9 @@ class GenerationStep:
             The state the fit starts from when the config warm-starts (default: ``state``).
         """
         loop, cfg, s, t = self.loop, self.config, int(seed), int(generation)
-        n = cfg.n_synthetic(n_real0)
+        n = self._n_synthetic.get(n_real0)
+        if n is None:
+            n = self._n_synthetic[n_real0] = cfg.n_synthetic(n_real0)
         self.stage = "generate"
         synthetic = loop.generate(state, n, stream(s, t, "generate"))
         # a short batch would change λ without a word; hooks may shrink it, generate not.
@@ -141,12 +148,10 @@ class GenerationStep:
                 f"seed {s}, generation {t}; it must return exactly n (λ = {cfg.lam:g} asks "
                 f"for {n}). A curate hook is the place to drop samples", seed=s,
                 generation=t, method="generate")
-        real_for_hooks = None if cfg.fully_synthetic else real
-        for name, hook in (("curate", self.curate), ("correct", self.correct)):
-            if hook is not None:
-                self.stage = name
-                synthetic = hook(synthetic, state=state, loop=loop, rng=stream(s, t, name),
-                                 real=real_for_hooks)
+        for name, hook in self.hooks:
+            self.stage = name
+            synthetic = hook(synthetic, state=state, loop=loop, rng=stream(s, t, name),
+                             real=None if cfg.fully_synthetic else real)
         self.stage = "mix"
         train, pool = self.mix(s, t, real, synthetic, pool)
         start = (state if init is _SAME else init) if cfg.warm_start else None
