@@ -177,6 +177,9 @@ def test_user_loop_overhead(benchmark):
         "target": "overhead ≤ 10 µs per seed-generation",
         "run_loop_us_per_seed_gen": round(t_fw, 2),
         "plain_loop_us_per_seed_gen": round(t_plain, 2),
+        # the machine ran the plain loop in 4.7 µs: the same target in this
+        # machine's speed, for reading the ratio (the status is on the 10 µs)
+        "target_scaled_to_this_machine_us": round(10 * t_plain / 4.7, 1),
         "note": "ratio column = framework overhead in µs per seed-generation (run_loop − plain); "
                 "the README's coin loop, 100 seeds × 100 generations, fixed_real, λ = 1",
     })

@@ -65,3 +65,66 @@ class _FailsAtOne(GaussianLoop):
         if init is not None:
             raise RuntimeError("fit failed on purpose")
         return super().fit(data, init, rng)
+
+
+@pytest.fixture
+def ray_cluster(tmp_path_factory, monkeypatch):
+    """A local Ray cluster started the way a user starts one (``ray start --head``): its
+    address, and it is stopped afterwards (this head only, not other Ray instances)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import tempfile
+    import time
+
+    ray = pytest.importorskip("ray")
+    exe = os.path.join(os.path.dirname(sys.executable), "ray")
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    ip = ray.util.get_node_ip_address()
+    # a short session path (Ray's sockets live there) and no token: a throw-away local cluster
+    tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
+           "RAY_AUTH_MODE": "disabled"}
+    for k in [k for k in os.environ if k.startswith("RAY_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    head = subprocess.Popen([exe, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--include-dashboard=false", "--disable-usage-stats",
+                             f"--temp-dir={tmp}"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # the head is up when its GCS port accepts connections
+            try:
+                socket.create_connection((ip, port), timeout=1).close()
+                break
+            except OSError:
+                if head.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"ray start --head did not come up (exit code {head.poll()})")
+                time.sleep(0.5)
+        yield f"{ip}:{port}"
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_seeds_run_on_a_ray_cluster_started_with_ray_start(ray_cluster):
+    import ray
+
+    loop = GaussianLoop(dim=2, n=20)
+    cfg = stabfw.RetrainConfig(lam=1.0, generations=4, seeds=6, vectorize="never")
+    serial = stabfw.run_loop(loop, cfg)
+    on_cluster = stabfw.run_loop(loop, cfg.model_copy(update={
+        "workers": 2, "backend": "ray", "address": ray_cluster}))
+    _same(serial, on_cluster)
+    # the run went to that cluster, not to a Ray instance started for it
+    assert ray.is_initialized() and ray.get_runtime_context().gcs_address == ray_cluster
