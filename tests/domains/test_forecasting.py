@@ -455,10 +455,11 @@ def test_multiplicative_ets_runaway_becomes_a_diverged_state():
                            forecaster_params={"error": "mul", "trend": "add",
                                               "seasonal": "mul"})
     # the domain reports the runaway as a diverged (NaN) state each generation: record it
-    traj = stabfw.run_loop(loop, stabfw.RetrainConfig(lam=math.inf, generations=6, seeds=[2],
+    traj = stabfw.run_loop(loop, stabfw.RetrainConfig(lam=math.inf, generations=6, seeds=[12],
                                                       on_nonfinite="record"))
     assert traj.events and traj.events[0]["action"] == "recorded"
-    # seed 2's simulated history goes below zero within 6 generations (trend runaway)
+    # seed 12's simulated history goes below zero at generation 2 (trend runaway; 2 of seeds
+    # 8–55 do so within 6 generations, so a seed is named rather than drawn)
     bad = ~np.isfinite(traj.params[0, :, 0])
     assert bad.any() and bad[np.argmax(bad):].all() and np.isfinite(traj.params[0, 0]).all()
     assert np.isnan(traj.metric("mase")[0, -1])
