@@ -87,7 +87,6 @@ class GenerationStep:
         self.hooks = tuple((name, hook) for name, hook in (("curate", self.curate),
                                                            ("correct", self.correct))
                            if hook is not None)
-        self._n_synthetic: dict[int, int] = {}  # n_real0 -> synthetic batch size
         #: the loop method being called (``generate``, ``curate``, ``fit``, ...), so that a
         #: caller can say where a loop's exception came from
         self.stage: str | None = None
@@ -95,7 +94,7 @@ class GenerationStep:
     @property
     def has_hooks(self) -> bool:
         """Whether curate/correct hooks act on the synthetic batch."""
-        return self.curate is not None or self.correct is not None
+        return bool(self.hooks)
 
     def real_data(self, seed: int, generation: int) -> Any:
         """The real data generation ``generation`` of ``seed`` mixes in (generation 0:
@@ -134,9 +133,7 @@ class GenerationStep:
             The state the fit starts from when the config warm-starts (default: ``state``).
         """
         loop, cfg, s, t = self.loop, self.config, int(seed), int(generation)
-        n = self._n_synthetic.get(n_real0)
-        if n is None:
-            n = self._n_synthetic[n_real0] = cfg.n_synthetic(n_real0)
+        n = cfg.n_synthetic(n_real0)
         self.stage = "generate"
         synthetic = loop.generate(state, n, stream(s, t, "generate"))
         # a short batch would change λ without a word; hooks may shrink it, generate not.
