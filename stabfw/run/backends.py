@@ -1,12 +1,16 @@
-"""Where sweep cells run: in this process, in local worker processes, or on a Ray cluster.
+"""Where sweep cells and the seeds of a run run: in this process, in local worker processes,
+or on a Ray cluster.
 
 Every backend offers ``map(fn, tasks)``, yielding ``fn(task)`` for each task as it finishes
-(in any order). ``fn`` must be a module-level function, so that it pickles by reference.
+(in any order), and ``submit(fn, task)``, a :class:`concurrent.futures.Future` of ``fn(task)``
+for work whose next tasks depend on the last results (the seeds of one run), with
+``cancel(futures)`` to drop what is still pending. ``fn`` must be a module-level function, so
+that it pickles by reference.
 
 * ``serial``: one after the other in this process.
-* ``local``: joblib's loky process pool. Each worker is limited to one BLAS/OpenMP/torch
-  thread: with one process per core, the libraries' own thread pools would oversubscribe
-  the cores (measured 10–20× slower for torch on 2 cores). Workers exit within a second
+* ``local``: loky's reusable process pool (the one joblib uses). Each worker is limited to
+  one BLAS/OpenMP/torch thread: with one process per core, the libraries' own thread pools
+  would oversubscribe the cores (measured 10–20× slower for torch on 2 cores). Workers exit within a second
   when the sweep process dies (even by SIGKILL), so no orphan keeps writing cells.
 * ``ray``: one Ray Core task per cell, on ``ray.init()`` (a local instance) or an existing
   cluster (``address``). Workers write their cell directory themselves, so the sweep
@@ -16,12 +20,14 @@ Every backend offers ``map(fn, tasks)``, yielding ``fn(task)`` for each task as 
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, as_completed
 from typing import Any
 
 from stabfw._util.atomic import atomic_write
@@ -48,6 +54,8 @@ BACKENDS = ("auto", "serial", "local", "ray")
 
 
 _WATCHED: list[int] = []
+_LIMITED = [-1]  # len(sys.modules) when this worker last limited its threads
+_FROZEN = [-1]  # ... and when it last froze its heap
 
 
 def _exit_with(driver: int) -> None:
@@ -83,16 +91,30 @@ def _limited_call(fn: Callable[[Any], Any], task: Any, driver: int | None = None
     with ``driver`` (the sweep's pid) the worker exits when that process dies."""
     if driver is not None:
         _exit_with(driver)
-    limit_threads()
+    if len(sys.modules) != _LIMITED[0]:
+        # threadpoolctl scans every loaded library (~7 ms per task with sktime loaded):
+        # again only when something was imported since, which may have loaded a new one
+        limit_threads()
+        _LIMITED[0] = len(sys.modules)
     result = fn(task)
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != 1:  # imported during the task
         torch.set_num_threads(1)
+    if len(sys.modules) != _FROZEN[0]:
+        # loky runs gc.collect() in an idle worker every second when psutil is missing:
+        # ~120 ms with sktime loaded, a stall in every run's seeds. What the imports built
+        # lives as long as the worker, so it leaves the collector's scans (~1 ms then);
+        # unfreezing first lets a later freeze collect what has since become garbage
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        _FROZEN[0] = len(sys.modules)
     return result
 
 
 def worker_info(task: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What a worker runs with: process id, BLAS threads, ``OMP_NUM_THREADS`` and, with
+    """What a worker runs with: process id, BLAS threads, ``OMP_NUM_THREADS``, the objects
+    its garbage collector no longer scans (``gc_frozen``) and, with
     ``task={"import_torch": True}``, torch's thread count. A diagnostic task:
     ``list(make_backend("local").map(worker_info, [{}] * 2))``."""
     torch_threads = None
@@ -101,7 +123,19 @@ def worker_info(task: dict[str, Any] | None = None) -> dict[str, Any]:
 
         torch_threads = torch.get_num_threads()
     return {"pid": os.getpid(), "blas": blas_threads(), "torch": torch_threads,
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+            "gc_frozen": gc.get_freeze_count()}
+
+
+def _completed(backend: Any, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[Any]:
+    """``backend.map`` from ``backend.submit``: results as tasks finish; on an error (or
+    when the caller stops early) what has not run is dropped."""
+    futures = [backend.submit(fn, t) for t in tasks]
+    try:
+        for f in as_completed(futures):
+            yield f.result()
+    finally:
+        backend.cancel(f for f in futures if not f.done())
 
 
 class SerialBackend:
@@ -114,9 +148,21 @@ class SerialBackend:
         for task in tasks:
             yield fn(task)
 
+    def submit(self, fn: Callable[[Any], Any], task: Any) -> Future:
+        """``fn(task)``, computed now: a finished future."""
+        future: Future = Future()
+        try:
+            future.set_result(fn(task))
+        except Exception as err:
+            future.set_exception(err)
+        return future
+
+    def cancel(self, futures: Iterable[Future]) -> None:
+        """Nothing is pending in this process."""
+
 
 class LocalBackend:
-    """joblib/loky worker processes on this machine, one thread each.
+    """loky worker processes on this machine, one thread each.
 
     Parameters
     ----------
@@ -129,19 +175,30 @@ class LocalBackend:
     def __init__(self, workers: int | None = None):
         self.workers = workers
 
-    def map(self, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[Any]:
+    def _executor(self):
         try:
-            from joblib import Parallel, delayed, parallel_config
+            from joblib.externals.loky import get_reusable_executor
         except ImportError as err:
             raise ConfigError("sweep.backend 'local' needs joblib: pip install joblib "
                               "(or 'stabfw[distributed]'), or choose backend 'serial'") from err
-        n_jobs = min(self.workers or cpu_count(), max(len(tasks), 1))
-        # inner_max_num_threads sets the thread variables before each worker starts, so a
-        # torch imported inside a task starts with one thread too
-        with parallel_config(backend="loky", inner_max_num_threads=1):
-            driver = os.getpid()
-            yield from Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-                delayed(_limited_call)(fn, t, driver) for t in tasks)
+        # env is set before each worker starts, so a torch imported inside a task starts
+        # with one thread too; one pool for every map and submit, reused while it idles
+        return get_reusable_executor(max_workers=self.workers or cpu_count(),
+                                     env={v: "1" for v in THREAD_VARS})
+
+    def submit(self, fn: Callable[[Any], Any], task: Any) -> Future:
+        """A future of ``fn(task)`` computed in a worker."""
+        return self._executor().submit(_limited_call, fn, task, os.getpid())
+
+    def map(self, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[Any]:
+        yield from _completed(self, fn, tasks)
+
+    def cancel(self, futures: Iterable[Future]) -> None:
+        """Drop pending tasks; stop the workers if some had started (as joblib does when
+        its caller stops): they would go on computing what nobody reads."""
+        running = [f for f in futures if not f.cancel()]
+        if running:
+            self._executor().shutdown(wait=False, kill_workers=True)
 
 
 def ray_task(fn: Callable[[Any], Any], task: Any, storage: str) -> Any:
@@ -200,6 +257,25 @@ class RayBackend:
                 kwargs["runtime_env"] = {"env_vars": {v: "1" for v in THREAD_VARS}}
             ray.init(**kwargs)
         return ray
+
+    def submit(self, fn: Callable[[Any], Any], task: Any) -> Future:
+        """A future of ``fn(task)`` computed by a Ray task (its files stay where it writes
+        them: ``storage`` is for sweep cells)."""
+        ray = self._init()
+        if getattr(self, "_remote", None) is None:
+            self._remote = ray.remote(num_cpus=1, max_retries=0)(_limited_call)
+        ref = self._remote.remote(fn, task)
+        future = ref.future()
+        future.ray_ref = ref  # what cancel() needs
+        return future
+
+    def cancel(self, futures: Iterable[Future]) -> None:
+        """Cancel pending and running Ray tasks."""
+        import ray
+
+        for f in futures:
+            if not f.done() and getattr(f, "ray_ref", None) is not None:
+                ray.cancel(f.ray_ref, force=True)
 
     def map(self, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[Any]:
         if not tasks:

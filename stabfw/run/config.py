@@ -130,8 +130,11 @@ class RetrainConfig(_Strict):
         covariance) is a value, not an event.
     workers : int
         Processes that advance the seeds of one run in parallel on the per-seed path
-        (``1``: this process). Results are bit-identical to ``workers: 1``; the vectorised
-        path ignores it (it advances every seed in one array operation already).
+        (``1``: this process): one chunk of seeds per worker, each chunk going on to its
+        next generation as soon as its last one is back, its states kept in that worker.
+        Results are bit-identical to ``workers: 1``, and a checkpoint of either resumes
+        exactly with the other; the vectorised path ignores it (it advances every seed in
+        one array operation already).
     backend : {"local", "ray"}
         Where those workers run: loky processes on this machine, or a Ray cluster
         (``address``; default: a local Ray instance, or the one ``ray.init`` started).

@@ -25,7 +25,9 @@ import logging
 import math
 import pickle
 import time
+import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -553,14 +555,14 @@ class _SeedWork:
         return _metrics(self.loop, _call(self.loop, "metrics", s, t, self.loop.metrics, state,
                                          stream(s, t, "metrics")), s, t)
 
-    def initial(self, s: int) -> tuple[Any, np.ndarray, dict[str, Any]]:
-        """Generation 0 of seed ``s``: ``(state, θ, metrics row)``."""
+    def initial(self, s: int) -> tuple[Any, None, np.ndarray, dict[str, Any]]:
+        """Generation 0 of seed ``s``: ``(state, pool (none yet), θ, metrics row)``."""
         loop = self.loop
         real, n0 = self.fixed(s)
         self._at(s, 0)
         state = _call(loop, "fit", s, 0, self.step.initial, s, real)
         theta = _theta(loop, _call(loop, "theta", s, 0, loop.theta, state), s, 0)
-        return state, theta, _row(s, 0, 0.0, n0, 0, self.metrics(s, 0, state))
+        return state, None, theta, _row(s, 0, 0.0, n0, 0, self.metrics(s, 0, state))
 
     def advance(self, s: int, t: int, state: Any, pool: Any,
                 theta_star: np.ndarray) -> tuple[Any, Any, np.ndarray, dict[str, Any]]:
@@ -601,100 +603,260 @@ def _dumps(obj: Any) -> bytes:
     return cloudpickle.dumps(obj)
 
 
+class _Packed:
+    """A seed's state or pool as the worker that made it pickled it. The driver keeps and
+    checkpoints the bytes without unpickling them: pickling 4 ETS states in the driver and
+    unpickling them again cost ~25 ms per task there, serially, against ~120 ms of work."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def __getstate__(self) -> bytes:
+        return self.data
+
+    def __setstate__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _unpacked(obj: Any) -> Any:
+    return pickle.loads(obj.data) if isinstance(obj, _Packed) else obj
+
+
 #: The per-seed work of the runs this worker process has served, by loop identity.
 _WORKER_RUNS: dict[bytes, _SeedWork] = {}
+#: (run, seed) -> (generation, state, pool) this worker made last, the latest first: the next
+#: generation of that seed, when it lands here again, starts from the object instead of
+#: unpickling its bytes. A few chunks' worth is kept (states can be large models).
+_RESIDENT: dict[tuple[str, int], tuple[int, Any, Any]] = {}
 
 
-def _seed_task(task: dict[str, Any]) -> tuple[int, list[Any]]:
-    """A worker's share of one generation (module-level: it pickles by reference).
+def _pack(obj: Any, s: int, t: int, what: str) -> _Packed | None:
+    if obj is None:
+        return None
+    try:
+        # plain pickle is ~2× faster; it refuses what it cannot name (a class the driver's
+        # __main__ sent by value, a lambda), which cloudpickle then sends by value
+        return _Packed(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        pass
+    try:
+        return _Packed(_dumps(obj))
+    except Exception as err:  # a lock, an open file in a fitted state
+        raise LoopError(f"the {what} of seed {s} at generation {t} cannot be pickled "
+                        f"({type(err).__name__}: {err}); loop.workers > 1 sends it between "
+                        "processes. Make it picklable, or run with loop.workers: 1",
+                        seed=s, generation=t, method="pickle") from None
+
+
+def _seed_task(task: dict[str, Any]) -> list[Any]:
+    """A worker's share of one generation: ``(state, pool, θ, row)`` of each of its seeds,
+    state and pool packed (module-level: it pickles by reference).
 
     The loop is rebuilt once per worker from its class and constructor parameters (as
     ``sklearn.base.clone`` would), so its lazily built state is not shipped each generation.
+    Which worker gets which task is up to the backend, so the states always come along as
+    bytes; the worker that made them uses its own objects instead.
     """
-    key = task["key"]
+    key, run, t = task["key"], task["run"], task["generation"]
     work = _WORKER_RUNS.get(key)
     if work is None:
         cls, params, cfg = pickle.loads(key)
         _WORKER_RUNS.clear()  # one run at a time per worker
         work = _WORKER_RUNS[key] = _SeedWork(cls(**params), cfg)
-    t = task["generation"]
-    if t == 0:
-        return task["chunk"], [work.initial(s) for s in task["seeds"]]
-    return task["chunk"], [work.advance(s, t, state, pool, star)
-                           for s, state, pool, star in zip(task["seeds"], task["states"],
-                                                           task["pools"], task["theta_star"])]
+    out = []
+    for s, state, pool, star in zip(task["seeds"], task["states"], task["pools"],
+                                    task["theta_star"]):
+        if t == 0:
+            res = work.initial(s)
+        else:
+            kept = _RESIDENT.pop((run, s), None)
+            if kept is not None and kept[0] == t - 1:
+                state, pool = kept[1], kept[2]
+            else:
+                state, pool = _unpacked(state), _unpacked(pool)
+            res = work.advance(s, t, state, pool, star)
+        _RESIDENT[run, s] = (t, res[0], res[1])
+        out.append((_pack(res[0], s, t, "state"), _pack(res[1], s, t, "pool"), *res[2:]))
+    for k in [k for k in _RESIDENT if k[0] != run] + list(_RESIDENT)[:-4 * len(out)]:
+        _RESIDENT.pop(k, None)
+    return out
 
 
-class _Seeds:
-    """Runs the per-seed work of each generation, here or on ``loop.workers`` workers."""
+def _goes_on(res: tuple[Any, Any, np.ndarray, dict[str, Any]]) -> bool:
+    """Whether a seed's generation is finite (θ and metrics), so that it cannot be stopped
+    by it and its next generation may start before the other seeds are back."""
+    return bool(np.all(np.isfinite(res[2]))) and not any(
+        math.isnan(v) for k, v in res[3].items() if k not in RESERVED_COLUMNS)
 
-    def __init__(self, loop: Any, cfg: RetrainConfig, where: _Progress):
-        self.cfg, self.where = cfg, where
-        self.local = _SeedWork(loop, cfg, where)
-        self.backend = None
-        if cfg.workers > 1:
-            self.backend = make_backend(cfg.backend, cfg.workers, cfg.address)
-            self.key = _dumps((type(loop), loop.get_params(deep=False), cfg))
 
-    def run(self, t: int, seeds: list[int], states=None, pools=None, stars=None) -> list[Any]:
-        """Generation ``t`` of ``seeds`` (from their states, pools and θ*), in seed order."""
-        if self.backend is None or len(seeds) < 2:
+def _in_process(work: _SeedWork, ids: list[int], start: int, last: int, states: list[Any],
+                pools: list[Any], stars: list[Any], stopped: np.ndarray):
+    """Generations ``start…last`` of the seeds, one after the other in this process: yields
+    ``(t, {seed index: (state, pool, θ, row)})``, skipping the seeds ``stopped`` then."""
+    states, pools, stars = list(states), list(pools), list(stars)
+    for t in range(start, last + 1):
+        res = {}
+        for i, s in enumerate(ids):
+            if stopped[i]:
+                continue
             if t == 0:
-                return [self.local.initial(s) for s in seeds]
-            return [self.local.advance(s, t, *a) for s, *a in zip(seeds, states, pools, stars)]
-        self.where.seed, self.where.generation = None, t
-        W = min(self.cfg.workers, len(seeds))
-        chunks = [list(range(j, len(seeds), W)) for j in range(W)]
-        tasks = [{"key": self.key, "generation": t, "chunk": j,
-                  "seeds": [seeds[i] for i in c],
-                  "states": None if t == 0 else [states[i] for i in c],
-                  "pools": None if t == 0 else [pools[i] for i in c],
-                  "theta_star": None if t == 0 else [stars[i] for i in c]}
-                 for j, c in enumerate(chunks)]
-        out: list[Any] = [None] * len(seeds)
-        for j, res in self.backend.map(_seed_task, tasks):  # chunks finish in any order
-            for i, r in zip(chunks[j], res):
-                out[i] = r
-        return out
+                res[i] = work.initial(s)
+                stars[i] = res[i][2]
+            else:
+                res[i] = work.advance(s, t, _unpacked(states[i]), _unpacked(pools[i]), stars[i])
+            states[i], pools[i] = res[i][:2]
+        yield t, res
+
+
+class _Pipeline:
+    """Generations of the seeds on a backend's workers, without a barrier between them.
+
+    The seeds are split into one chunk per worker; a chunk's next generation is submitted
+    as soon as its last one is back, so no worker waits for the slowest chunk (seeds
+    differ in cost) and the states stay in the worker that made them. Generations are
+    still yielded whole and in order, as :func:`_in_process` does. A seed whose generation
+    is not finite waits for the run's verdict on it (stopped or recorded); a result for a
+    seed that turns out stopped is dropped, so the numbers are the serial ones.
+    """
+
+    def __init__(self, backend: Any, work: _SeedWork, cfg: RetrainConfig, ids: list[int]):
+        loop = work.loop
+        self.backend, self.work, self.cfg, self.ids = backend, work, cfg, ids
+        self.key = _dumps((type(loop), loop.get_params(deep=False), cfg))
+        self.run = uuid.uuid4().hex  # the workers' resident states belong to this run
+
+    def __call__(self, start: int, last: int, states: list[Any], pools: list[Any],
+                 stars: list[Any], stopped: np.ndarray):
+        ids, S, where = self.ids, len(self.ids), self.work.where
+        latest = list(zip(states, pools))  # each seed's newest (state, pool), packed
+        stars = list(stars)
+        got: dict[int, dict[int, Any]] = {}  # generation -> seed index -> result
+        failed: dict[int, list[tuple[list[int], BaseException]]] = {}
+        held: dict[int, list[int]] = {}  # generation -> seeds waiting for its verdict
+        pending: dict[Any, tuple[int, list[int]]] = {}
+
+        def submit(t: int, idx: list[int]) -> None:
+            idx = [i for i in idx if not stopped[i]]
+            if idx:
+                task = {"key": self.key, "run": self.run, "generation": t,
+                        "seeds": [ids[i] for i in idx],
+                        "states": [latest[i][0] for i in idx],
+                        "pools": [latest[i][1] for i in idx],
+                        "theta_star": [stars[i] for i in idx]}
+                pending[self.backend.submit(_seed_task, task)] = (t, idx)
+
+        def keep(t: int, i: int, r: Any) -> None:
+            got.setdefault(t, {})[i] = r
+            latest[i] = r[0], r[1]
+            if t == 0:
+                stars[i] = r[2]
+
+        def arrived(f: Any) -> None:
+            """A chunk's generation is back: keep it, and start the next generation of the
+            seeds it cannot stop."""
+            t, idx = pending.pop(f)
+            try:
+                out = f.result()
+            except Exception as err:
+                failed.setdefault(t, []).append((idx, err))
+                return
+            go = []
+            for i, r in zip(idx, out):
+                if not stopped[i]:
+                    keep(t, i, r)
+                    (go if _goes_on(r) else held.setdefault(t, [])).append(i)
+            if t < last:
+                submit(t + 1, go)
+
+        def complete(t: int) -> bool:
+            have = set(got.get(t, ())).union(*(idx for idx, _ in failed.get(t, ())))
+            return all(stopped[i] or i in have for i in range(S))
+
+        W = min(self.cfg.workers, S)
+        for j in range(W):
+            submit(start, list(range(j, S, W)))
+        t = start
+        try:
+            while t <= last:
+                if not complete(t):
+                    if not pending:  # pragma: no cover - a bug here, not the user's
+                        raise RuntimeError(f"stabfw: generation {t} lost seeds in flight")
+                    if where is not None:
+                        where.seed, where.generation = None, t
+                    for f in wait(list(pending), return_when=FIRST_COMPLETED)[0]:
+                        arrived(f)
+                    continue
+                for idx, err in failed.pop(t, []):
+                    self._again(err, t, [i for i in idx if not stopped[i]], keep, latest, stars)
+                    held.setdefault(t, []).extend(i for i in idx if not stopped[i])
+                yield t, {i: r for i, r in got.pop(t, {}).items() if not stopped[i]}
+                # the caller has recorded generation t: `stopped` holds its verdict
+                if t < last:
+                    submit(t + 1, held.pop(t, []))
+                t += 1
+        finally:
+            self.backend.cancel(list(pending))
+
+    def _again(self, err: BaseException, t: int, idx: list[int], keep, latest, stars) -> None:
+        """A chunk failed at generation ``t``: the error is the run's unless it came from a
+        seed that its previous generation has stopped since, which serially would not have
+        run; then the chunk's other seeds are computed here."""
+        bad = getattr(err, "seed", None)
+        if bad is None or bad not in self.ids or self.ids.index(bad) in idx:
+            raise err
+        for i in idx:
+            s = self.ids[i]
+            keep(t, i, self.work.initial(s) if t == 0 else
+                 self.work.advance(s, t, _unpacked(latest[i][0]), _unpacked(latest[i][1]),
+                                   stars[i]))
 
 
 def _run_per_seed(loop, cfg, seeds, state_rec, where, health, done):
-    work = _Seeds(loop, cfg, where)
+    work = _SeedWork(loop, cfg, where)
     S = len(seeds)
     ids = [int(s) for s in seeds]
+    backend = make_backend(cfg.backend, cfg.workers, cfg.address) if cfg.workers > 1 else None
     if state_rec is None:
-        res = work.run(0, ids)
-        states, pools = [r[0] for r in res], [None] * S
-        theta = _stack(loop, [r[1] for r in res], 0)
-        cols = _columns([r[2] for r in res])
-        events = health.observe(0, seeds, theta, _domain_metrics(cols), np.zeros(S, bool))
-        done(0, {"states": states, "pools": pools}, theta, cols, events)
-        start = 1
+        start, states, pools, stars = 0, [None] * S, [None] * S, [None] * S
     else:
-        states, pools = state_rec["states"], state_rec["pools"]
-        start = state_rec["generation"] + 1
-    theta_star = where.blocks[0]["thetas"]
-    d = theta_star.shape[1]
-    keys = [k for k in where.blocks[-1]["columns"] if k not in ("seed", "generation")]
-    for t in range(start, cfg.generations + 1):
-        skip = health.stopped.copy()
-        todo = [i for i in range(S) if not skip[i]]
-        res = dict(zip(todo, work.run(t, [ids[i] for i in todo], [states[i] for i in todo],
-                                      [pools[i] for i in todo], [theta_star[i] for i in todo])))
-        thetas, rows = [], []
-        for i, s in enumerate(ids):
-            if skip[i]:  # stopped at a non-finite value: NaN from here on, nothing computed
-                thetas.append(np.full(d, math.nan))
-                rows.append({"seed": s, "generation": t, **dict.fromkeys(keys, math.nan)})
-                continue
-            states[i], pools[i], theta, row = res[i]
-            thetas.append(theta)
-            rows.append(row)
+        states, pools = list(state_rec["states"]), list(state_rec["pools"])
+        start, stars = state_rec["generation"] + 1, list(where.blocks[0]["thetas"])
+    if backend is None or backend.name == "serial" or S < 2:
+        generations = _in_process(work, ids, start, cfg.generations, states, pools, stars,
+                                  health.stopped)
+    else:
+        generations = _Pipeline(backend, work, cfg, ids)(start, cfg.generations, states,
+                                                         pools, stars, health.stopped)
+    with contextlib.closing(generations):  # a failure here stops the workers' tasks too
+        for t, res in generations:
+            _record(loop, t, res, ids, seeds, states, pools, where, health, done)
+
+
+def _record(loop, t, res, ids, seeds, states, pools, where, health, done) -> None:
+    """Generation ``t`` of every seed (``res``: by seed index, the seeds not stopped):
+    its θ and columns, the health verdict, the checkpoint."""
+    skip = health.stopped.copy()
+    keys = ([k for k in where.blocks[-1]["columns"] if k not in ("seed", "generation")]
+            if where.blocks else [])
+    thetas, rows = [], []
+    for i, s in enumerate(ids):
+        if i not in res:  # stopped at a non-finite value: NaN from here on, nothing computed
+            thetas.append(np.full(len(where.blocks[0]["thetas"][0]), math.nan))
+            rows.append({"seed": s, "generation": t, **dict.fromkeys(keys, math.nan)})
+            continue
+        states[i], pools[i], theta, row = res[i]
+        thetas.append(theta)
+        rows.append(row)
+    cols = _columns(rows)
+    if t == 0:
+        theta = _stack(loop, thetas, 0)
+    else:
         theta = np.stack(thetas)
-        cols = _columns(rows)
-        cols["dist_to_theta_star"] = _row_norms(theta - theta_star)
-        events = health.observe(t, seeds, theta, _domain_metrics(cols), skip)
-        done(t, {"states": states, "pools": pools}, theta, cols, events)
+        cols["dist_to_theta_star"] = _row_norms(theta - where.blocks[0]["thetas"])
+    events = health.observe(t, seeds, theta, _domain_metrics(cols), skip)
+    done(t, {"states": states, "pools": pools}, theta, cols, events)
 
 
 def _domain_metrics(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

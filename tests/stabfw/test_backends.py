@@ -65,6 +65,32 @@ def test_local_workers_are_other_processes_with_one_blas_thread_each():
     assert all(i["OMP_NUM_THREADS"] == "1" for i in info), info
 
 
+def test_a_worker_keeps_what_its_imports_built_out_of_the_collectors_scans():
+    # loky collects garbage in an idle worker every second without psutil (~120 ms with
+    # sktime loaded): the objects of a worker's imports are frozen after its first task
+    backend = LocalBackend(workers=2)
+    list(backend.map(worker_info, [{}] * 4))
+    assert all(i["gc_frozen"] > 10_000 for i in backend.map(worker_info, [{}] * 4))
+
+
+def test_submit_gives_futures_and_cancel_drops_what_has_not_started():
+    for backend in (SerialBackend(), LocalBackend(workers=2)):
+        futures = [backend.submit(sum, range(n)) for n in (10, 20, 30)]
+        assert [f.result(timeout=60) for f in futures] == [45, 190, 435]
+    backend = LocalBackend(workers=2)
+    slow = [backend.submit(_sleep, 2.0) for _ in range(8)]
+    backend.cancel(slow)
+    assert sum(f.cancelled() for f in slow) >= 4  # two run (their workers are stopped)
+    assert backend.submit(sum, range(4)).result(timeout=60) == 6  # a fresh pool after
+
+
+def _sleep(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
 @pytest.mark.slow  # importing torch in two workers: ~10-30 s on 2 shared cores
 def test_torch_imported_inside_a_local_worker_has_one_thread():
     info = list(LocalBackend(workers=2).map(worker_info, [{"import_torch": True}] * 2))

@@ -1,13 +1,15 @@
 """Seeds of one run in parallel (``loop.workers``): bit-identical to one process, resumable."""
 
+import math
 import sys
+import threading
 
 import numpy as np
 import pytest
 
 import stabfw
 from stabfw.domains.gaussian import GaussianLoop
-from stabfw.errors import GenerationError
+from stabfw.errors import GenerationError, LoopError
 
 pytest.importorskip("joblib")
 
@@ -65,6 +67,101 @@ class _FailsAtOne(GaussianLoop):
         if init is not None:
             raise RuntimeError("fit failed on purpose")
         return super().fit(data, init, rng)
+
+
+class _Flaky(stabfw.SelfConsumingLoop):
+    """A Gaussian mean whose refit now and then turns NaN (``p_nan``) or "doomed"
+    (``p_doom``: its metric goes missing, and refitting it fails), by its own draws, so the
+    same seeds in every process: seeds that a run stops or that wait for its verdict."""
+
+    def __init__(self, n=20, p_nan=0.0, p_doom=0.0, lock=False):
+        self.n, self.p_nan, self.p_doom, self.lock = n, p_nan, p_doom, lock
+
+    def real_data(self, rng):
+        return rng.normal(size=self.n)
+
+    def fit(self, data, init, rng):
+        if init is not None and init["doomed"]:
+            raise RuntimeError("refitting a doomed state")
+        u = rng.random() if init is not None else 1.0
+        state = {"mean": math.nan if u < self.p_nan else float(np.mean(data)),
+                 "doomed": self.p_nan <= u < self.p_nan + self.p_doom}
+        if self.lock:
+            state["lock"] = threading.Lock()
+        return state
+
+    def generate(self, state, n, rng):
+        return state["mean"] + rng.normal(size=n)
+
+    def params(self, state):
+        return np.array([state["mean"]])
+
+    def with_params(self, state, theta):
+        return {**state, "mean": float(theta[0])}
+
+    def metrics(self, state, rng):
+        return {} if state["doomed"] else {"spread": 1.0}
+
+
+@pytest.fixture
+def by_value():
+    """Loop classes of this module travel to the workers by value (as a script's would)."""
+    cloudpickle = pytest.importorskip("cloudpickle")
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.mark.parametrize("on_nonfinite", ["stop", "record"])
+def test_nonfinite_seeds_wait_for_the_verdict_and_give_the_serial_numbers(by_value,
+                                                                          on_nonfinite):
+    # seeds go on to their next generation without waiting for the others, except those
+    # whose generation is not finite: whether they go on is the run's verdict on all seeds
+    cfg = stabfw.RetrainConfig(lam=1.0, generations=6, seeds=8, on_nonfinite=on_nonfinite)
+    loop = _Flaky(p_nan=0.15)
+    serial = stabfw.run_loop(loop, cfg)
+    par = stabfw.run_loop(loop, cfg.model_copy(update={"workers": 2}))
+    _same(serial, par)
+    assert par.events == serial.events and len(serial.events) >= 2
+    assert {e["action"] for e in par.events} == {"stopped" if on_nonfinite == "stop"
+                                                  else "recorded"}
+
+
+def test_a_seed_stopped_by_a_missing_metric_is_not_run_on_by_a_worker(by_value):
+    # a doomed seed's θ is finite and its row has no NaN, so its worker runs it on; the
+    # run's verdict (its missing metric is NaN in the table) stops it, and the refit that
+    # failed in the worker, which one process never runs, is not the run's error
+    cfg = stabfw.RetrainConfig(lam=1.0, generations=5, seeds=8)
+    loop = _Flaky(p_doom=0.2)
+    serial = stabfw.run_loop(loop, cfg)
+    assert any(e["what"] == ["metric spread"] for e in serial.events)
+    _same(serial, stabfw.run_loop(loop, cfg.model_copy(update={"workers": 2})))
+    with pytest.raises(GenerationError, match="refitting a doomed state"):
+        stabfw.run_loop(loop, cfg.model_copy(update={"on_nonfinite": "record"}))
+
+
+def test_a_state_that_cannot_travel_to_a_worker_says_so(by_value):
+    cfg = stabfw.RetrainConfig(lam=1.0, generations=2, seeds=4, workers=2)
+    assert stabfw.run_loop(_Flaky(lock=True), cfg.model_copy(update={"workers": 1}))
+    with pytest.raises(LoopError, match=r"state of seed \d at generation 0 cannot be "
+                                        r"pickled.*loop\.workers: 1"):
+        stabfw.run_loop(_Flaky(lock=True), cfg)
+
+
+def test_a_run_checkpointed_in_one_process_resumes_on_workers(tmp_path):
+    loop = GaussianLoop(dim=2, n=20)
+    cfg = stabfw.RetrainConfig(lam=1.0, generations=4, seeds=5, vectorize="never")
+    whole = stabfw.run_loop(loop, cfg)
+
+    class Stop(stabfw.run.callbacks.RunCallback):
+        def on_generation(self, generation, theta, metrics):
+            if generation == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        stabfw.run_loop(loop, cfg, out_dir=tmp_path / "r", callbacks=[Stop()])
+    _same(whole, stabfw.run_loop(loop, cfg.model_copy(update={"workers": 2}),
+                                 out_dir=tmp_path / "r", resume=True))
 
 
 @pytest.fixture
