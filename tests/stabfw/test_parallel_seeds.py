@@ -14,6 +14,17 @@ from stabfw.errors import GenerationError, LoopError
 pytest.importorskip("joblib")
 
 
+class _StopAt(stabfw.run.callbacks.RunCallback):
+    """Ctrl-C once ``generation`` is checkpointed."""
+
+    def __init__(self, generation):
+        self.generation = generation
+
+    def on_generation(self, generation, theta, metrics):
+        if generation == self.generation:
+            raise KeyboardInterrupt
+
+
 def _same(a, b):
     np.testing.assert_array_equal(a.params, b.params)
     assert a.metrics.equals(b.metrics)
@@ -37,13 +48,8 @@ def test_workers_run_forecasting_seeds_and_resume_exactly(tmp_path):
     par = cfg.model_copy(update={"workers": 2})
     _same(serial, stabfw.run_loop(loop, par))
 
-    class Stop(stabfw.run.callbacks.RunCallback):
-        def on_generation(self, generation, theta, metrics):
-            if generation == 1:
-                raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        stabfw.run_loop(loop, par, out_dir=tmp_path / "r", callbacks=[Stop()])
+        stabfw.run_loop(loop, par, out_dir=tmp_path / "r", callbacks=[_StopAt(1)])
     # resumed in one process: the worker count is not part of the run's fingerprint
     _same(serial, stabfw.run_loop(loop, cfg, out_dir=tmp_path / "r", resume=True))
 
@@ -153,13 +159,8 @@ def test_a_run_checkpointed_in_one_process_resumes_on_workers(tmp_path):
     cfg = stabfw.RetrainConfig(lam=1.0, generations=4, seeds=5, vectorize="never")
     whole = stabfw.run_loop(loop, cfg)
 
-    class Stop(stabfw.run.callbacks.RunCallback):
-        def on_generation(self, generation, theta, metrics):
-            if generation == 2:
-                raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        stabfw.run_loop(loop, cfg, out_dir=tmp_path / "r", callbacks=[Stop()])
+        stabfw.run_loop(loop, cfg, out_dir=tmp_path / "r", callbacks=[_StopAt(2)])
     _same(whole, stabfw.run_loop(loop, cfg.model_copy(update={"workers": 2}),
                                  out_dir=tmp_path / "r", resume=True))
 
