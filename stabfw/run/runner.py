@@ -613,12 +613,6 @@ class _Packed:
     def __init__(self, data: bytes):
         self.data = data
 
-    def __getstate__(self) -> bytes:
-        return self.data
-
-    def __setstate__(self, data: bytes) -> None:
-        self.data = data
-
 
 def _unpacked(obj: Any) -> Any:
     return pickle.loads(obj.data) if isinstance(obj, _Packed) else obj
