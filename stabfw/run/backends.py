@@ -10,8 +10,9 @@ that it pickles by reference.
 * ``serial``: one after the other in this process.
 * ``local``: loky's reusable process pool (the one joblib uses). Each worker is limited to
   one BLAS/OpenMP/torch thread: with one process per core, the libraries' own thread pools
-  would oversubscribe the cores (measured 10–20× slower for torch on 2 cores). Workers exit within a second
-  when the sweep process dies (even by SIGKILL), so no orphan keeps writing cells.
+  would oversubscribe the cores (measured 10–20× slower for torch on 2 cores). Workers
+  exit within a second when the sweep process dies (even by SIGKILL), so no orphan keeps
+  writing cells.
 * ``ray``: one Ray Core task per cell, on ``ray.init()`` (a local instance) or an existing
   cluster (``address``). Workers write their cell directory themselves, so the sweep
   directory must lie on storage every node sees; with ``storage="return"`` the worker runs
