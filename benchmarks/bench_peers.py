@@ -72,10 +72,13 @@ def _stabfw_drift(traj) -> np.ndarray:
     return logdet[:, -1] - logdet[:, 0]
 
 
-def _replace_closed_form(d: int, n: int = N, generations: int = GENERATIONS) -> float:
-    # det of the refitted covariance = det Σ · Π_i χ²_{n−i} / n per generation (Bartlett)
-    i = np.arange(1, d + 1)
-    return generations * float(np.sum(special.digamma((n - i) / 2) + math.log(2 / n)))
+def _replace_closed_form(d: int, n: int = N, generations: int = GENERATIONS
+                         ) -> tuple[float, float]:
+    """Mean and variance of Replace's final log-det drift: det of the refitted covariance
+    = det Σ · Π_i χ²_{n−i} / n per generation (Bartlett), independent across generations."""
+    k = (n - np.arange(1, d + 1)) / 2
+    return (generations * float(np.sum(special.digamma(k) + math.log(2 / n))),
+            generations * float(np.sum(special.polygamma(1, k))))
 
 
 @pytest.mark.slow
@@ -92,8 +95,10 @@ def test_gaussian_against_collapse_or_thrive(benchmark, d, setting):
     assert traj.meta["path"] == "vectorized"
     t_ours = benchmark.stats.stats.median
     ours = _stabfw_drift(traj)
-    # a covariance whose condition number passed 1/ε (d = 31, Replace) has no float64 log
-    # det: stabfw reports −inf there; such seeds are counted and left out of the means
+    # at d = 31 Replace the covariance's condition number passes 1/ε: the peer's np.cov
+    # and slogdet lose the small eigenvalues there (its drift is biased, or −inf), while
+    # stabfw carries the exact triangular factor; −inf seeds are counted and left out, and
+    # Replace's drift is also judged against its closed form
     singular = int(np.sum(~np.isfinite(ours)) + np.sum(~np.isfinite(peer)))
     ours, peer = ours[np.isfinite(ours)], peer[np.isfinite(peer)]
     se = math.sqrt(peer.var(ddof=1) / peer.size + ours.var(ddof=1) / ours.size)
@@ -111,10 +116,14 @@ def test_gaussian_against_collapse_or_thrive(benchmark, d, setting):
         "drift_z": round(float(z), 2),
         "seeds_singular": singular,
         "note": (f"d = {d}, {setting}, {SEEDS} seeds × {GENERATIONS} generations, n = {N}; "
-                 f"drift agrees within 1 SE: {abs(z) <= 1}"),
+                 f"drift agrees with the peer within 3 SE: {abs(z) <= 3}"),
     }
     if setting == "Replace":
-        info["drift_closed_form"] = round(_replace_closed_form(d), 3)
+        mean, var = _replace_closed_form(d)
+        z_exact = (ours.mean() - mean) / math.sqrt(var / ours.size)
+        info["drift_closed_form"] = round(mean, 3)
+        info["drift_z_closed_form"] = round(float(z_exact), 2)
+        info["note"] += f"; stabfw within 3 SE of the closed form: {abs(z_exact) <= 3}"
     benchmark.extra_info.update(info)
     print(f"\n{d} {setting}: " + ", ".join(f"{k}={v}" for k, v in info.items()))
 

@@ -192,3 +192,24 @@ def test_vectorised_equals_per_seed_when_the_covariance_collapses(covariance):
     vec = _run(loop, vectorize="always", **kw)
     np.testing.assert_allclose(vec.params, per_seed.params, rtol=1e-9, atol=1e-12)
     assert np.all(np.isneginf(vec.metric("cov_logdet")[:, 1:])) or covariance == "diag"
+
+
+def test_fully_synthetic_log_det_stays_exact_past_float_conditioning():
+    # d = 6, n = 8: after ~20 generations the fitted covariance's condition number passes
+    # 1/ε, where factoring it would fail; the drift must still follow the closed form
+    # E Δ log det = t Σ_i [ψ((n − i)/2) + log(2/n)], Var = t Σ_i ψ'((n − i)/2)
+    d, n, t, S = 6, 8, 40, 4000
+    traj = _run(GaussianLoop(dim=d, n=n, ddof=0), policy="fully_synthetic",
+                generations=t + 1, seeds=S)
+    logdet = traj.metric("cov_logdet")
+    k = n - np.arange(1, d + 1)
+    step_mean = float(np.sum(special.digamma(k / 2) + math.log(2 / n)))
+    step_var = float(np.sum(special.polygamma(1, k / 2)))
+    cov = traj.params[:, -1, d:]  # past 1/ε for most seeds: no float Cholesky of Σ exists
+    iu = np.triu_indices(d)
+    last = np.zeros((S, d, d))
+    last[:, iu[0], iu[1]] = cov
+    assert np.mean(np.linalg.cond(last + np.triu(last, 1).swapaxes(-1, -2)) > 1e16) > 0.5
+    drift = logdet[:, t] - logdet[:, 0]
+    assert np.all(np.isfinite(drift))
+    assert abs(drift.mean() - t * step_mean) < Z * math.sqrt(t * step_var / S)
