@@ -12,6 +12,14 @@ i.i.d. N(μ, Σ); the fitted parameters depend only on ``(z, A)``, which the vec
 path draws from the same counter-based streams without building ``Q``. Both paths
 therefore give the same numbers for the same seeds (up to floating-point rounding).
 
+When a fit is one synthetic draw alone (``fully_synthetic``, full covariance), the
+vectorised path carries the factor itself: ``L' = LA/√(m − ddof)`` is lower triangular,
+so it is the Cholesky factor of the new Σ without factoring Σ. It stays exact after Σ's
+condition number passes 1/ε (d = 31 within 100 generations at n = 100), where a float
+Cholesky of Σ fails and the per-seed path, which refits Σ from points, falls back to a
+square root that rounding dominates; log det then follows its closed form only on the
+vectorised path.
+
 References
 ----------
 Bartlett, "On the theory of statistical regression", Proc. R. Soc. Edinburgh 53, 1933
