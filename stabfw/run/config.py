@@ -133,8 +133,11 @@ class RetrainConfig(_Strict):
         (``1``: this process): one chunk of seeds per worker, each chunk going on to its
         next generation as soon as its last one is back, its states kept in that worker.
         Results are bit-identical to ``workers: 1``, and a checkpoint of either resumes
-        exactly with the other; the vectorised path ignores it (it advances every seed in
-        one array operation already).
+        exactly with the other. On the vectorised path the seeds are split into up to
+        ``workers`` batches of at least 2000 seeds, advanced by threads of this process
+        (numpy releases the GIL; smaller batches are faster in one): same numbers, and
+        ``backend`` does not apply. A domain's ``step_batch`` must then not change the
+        loop object.
     backend : {"local", "ray"}
         Where those workers run: loky processes on this machine, or a Ray cluster
         (``address``; default: a local Ray instance, or the one ``ray.init`` started).

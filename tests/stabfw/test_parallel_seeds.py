@@ -226,3 +226,45 @@ def test_seeds_run_on_a_ray_cluster_started_with_ray_start(ray_cluster):
     _same(serial, on_cluster)
     # the run went to that cluster, not to a Ray instance started for it
     assert ray.is_initialized() and ray.get_runtime_context().gcs_address == ray_cluster
+
+
+_STEPPED: list[tuple[str, int]] = []
+
+
+class _SeenStepping(GaussianLoop):
+    """Records which thread advanced how many seeds."""
+
+    def step_batch(self, batch, seeds, generation, config):
+        _STEPPED.append((threading.current_thread().name, len(seeds)))
+        return super().step_batch(batch, seeds, generation, config)
+
+
+@pytest.mark.parametrize("policy", ["fixed_real", "fully_synthetic", "accumulate"])
+def test_vectorised_batches_advanced_by_threads_give_the_numbers_of_one_batch(policy,
+                                                                               tmp_path):
+    loop = _SeenStepping(dim=3, n=20)
+    cfg = stabfw.RetrainConfig(lam=None if policy == "fully_synthetic" else 1.0, policy=policy,
+                               generations=4, seeds=4000, vectorize="always")
+    _STEPPED.clear()
+    one = stabfw.run_loop(loop, cfg)
+    assert {n for _, n in _STEPPED} == {4000}
+    par = cfg.model_copy(update={"workers": 2})
+    _STEPPED.clear()
+    _same(one, stabfw.run_loop(loop, par))
+    assert sorted(n for _, n in _STEPPED) == [2000] * 8  # 2 batches × 4 generations
+    assert len({name for name, _ in _STEPPED}) == 2
+
+    # a checkpoint of two batches resumes in one thread, and one batch on two
+    for first, then, where in [(par, cfg, "a"), (cfg, par, "b")]:
+        with pytest.raises(KeyboardInterrupt):
+            stabfw.run_loop(loop, first, out_dir=tmp_path / where, callbacks=[_StopAt(2)])
+        resumed = stabfw.run_loop(loop, then, out_dir=tmp_path / where, resume=True)
+        assert resumed.meta["resumed_from_generation"] == 2
+        _same(one, resumed)
+
+
+def test_few_seeds_stay_in_one_vectorised_batch():
+    _STEPPED.clear()
+    stabfw.run_loop(_SeenStepping(dim=2, n=20),
+                    stabfw.RetrainConfig(lam=1.0, generations=2, seeds=100, workers=2))
+    assert _STEPPED == [("MainThread", 100)] * 2
