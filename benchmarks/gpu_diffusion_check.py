@@ -410,7 +410,9 @@ def main(argv: list[str] | None = None) -> int:
             return None
         iters, secs = timed
         rate = iters * per_iter(batch) / secs
-        entry.update(iterations=iters, timed_s=round(secs, 4), unit=unit, rate=round(rate, 2))
+        # significant digits, not decimals: a fast stage's few ms must still give its rate
+        entry.update(iterations=iters, timed_s=float(f"{secs:.6g}"), unit=unit,
+                     rate=round(rate, 2))
         rep.stage(name, entry)
         _log(f"{name}: {rate:,.0f} {unit} (batch {batch}, warm-up {warm:.1f} s)")
         return rate

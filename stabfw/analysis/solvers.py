@@ -256,9 +256,11 @@ def anderson(
         _, f, r = tr(x)
         r0 = r if r0 is None else r0
         if r <= tr.tol(x):
-            return _finish(tr, x, "converged", "anderson", t0, memory=memory, restarts=restarts)
+            return _finish(tr, x, "converged", "anderson", t0, memory=memory, restarts=restarts,
+                           memory_at_end=m_eff)
         if not math.isfinite(r) or r > divergence * max(r0, 1e-300):
-            return _finish(tr, x, "diverged", "anderson", t0, memory=memory, restarts=restarts)
+            return _finish(tr, x, "diverged", "anderson", t0, memory=memory, restarts=restarts,
+                           memory_at_end=m_eff)
         stalled = 0 if r == tr.best_r else stalled + 1
         if dX and ((r_prev is not None and r > 10 * r_prev) or stalled > patience):
             # restart: forget the history, take a plain step from the best iterate so far
@@ -287,7 +289,8 @@ def anderson(
             x = x + damping * f - (Xm + damping * Fm) @ gamma
         else:
             x = x + damping * f
-    return _finish(tr, x, "max_iter", "anderson", t0, memory=memory, restarts=restarts)
+    return _finish(tr, x, "max_iter", "anderson", t0, memory=memory, restarts=restarts,
+                   memory_at_end=m_eff)
 
 
 SOLVERS: dict[str, Callable[..., FixedPointSolution]] = {"picard": picard, "anderson": anderson}

@@ -37,6 +37,28 @@ def test_anderson_needs_fewer_evaluations_than_picard_at_rate_095():
     assert a.n_evaluations < p.n_evaluations / 4
 
 
+def test_anderson_falls_back_to_picard_on_a_map_linear_only_near_its_fixed_point():
+    """G is the contraction x* + A(x − x*) plus jumps of size δ/K on a lattice of spacing 1/K
+    around x* (as when a refit lands in another basin). Picard converges (79 steps); plain
+    Anderson's extrapolations keep landing on jumps and it ran out of its 300 steps. With the
+    stall restart (best iterate, halved memory) it converges (to a fixed point of G: the
+    jumps make others beside x*)."""
+    rng = np.random.default_rng(62)
+    d, K, delta = int(rng.integers(2, 8)), rng.uniform(1, 30), rng.uniform(0.01, 0.5)
+    Q = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    A = Q @ np.diag(rng.uniform(0.3, 0.9, d)) @ Q.T
+    x_star, P = rng.normal(size=d), rng.normal(size=(d, d))
+
+    def G(x):
+        return x_star + A @ (x - x_star) + delta * np.round(K * (P @ (x - x_star))) / K
+
+    assert picard(G, np.zeros(d), tol=1e-10, max_iter=300).status == "converged"
+    sol = anderson(G, np.zeros(d), tol=1e-10, max_iter=300)
+    assert sol.status == "converged", sol.info
+    assert sol.info["restarts"] >= 1 and sol.info["memory_at_end"] < 5
+    assert np.linalg.norm(G(sol.fixed_point) - sol.fixed_point) <= 1e-10
+
+
 def test_nonlinear_map_componentwise_cosine():
     # x = cos(x) has the Dottie number as its unique fixed point
     for method in ("picard", "anderson"):
