@@ -919,8 +919,11 @@ def _run_vectorized(loop, cfg, seeds, state_rec, where, health, done):
             else:
                 parts = list(pool.map(stepped, spans, old, [t] * len(spans), [skip] * len(spans)))
             batches = [part[0] for part in parts]
-            theta = np.concatenate([part[1] for part in parts])
-            cols = {k: np.concatenate([part[2][k] for part in parts]) for k in parts[0][2]}
+            if len(parts) == 1:
+                theta, cols = parts[0][1:]
+            else:
+                theta = np.concatenate([part[1] for part in parts])
+                cols = {k: np.concatenate([part[2][k] for part in parts]) for k in parts[0][2]}
             if t == 0:
                 theta_star = theta
             if skip.any():  # stopped seeds: NaN from here on, as on the per-seed path
