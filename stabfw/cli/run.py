@@ -69,7 +69,8 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run (a no-op for a finished one)")
     p.add_argument("--workers", type=int, metavar="N",
-                   help="advance the seeds of a run on N worker processes (loop.workers; "
+                   help="advance the seeds of a run on N worker processes, or, on the "
+                        "vectorised path, N threads of ≥ 2000 seeds each (loop.workers; "
                         "bit-identical results)")
     p.add_argument("--force", "--restart", dest="force", action="store_true",
                    help="discard the directory's run (finished or not) and start again")
