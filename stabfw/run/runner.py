@@ -868,7 +868,7 @@ def _stack(loop: Any, thetas: list[np.ndarray], t: int) -> np.ndarray:
 
 
 # Seeds per thread below which splitting a vectorised batch costs more than it saves
-# (Gaussian, 2 cores: 2 × 5000 seeds at d = 10 ran 2.0× serial, 2 × 500 ran 0.7×).
+# (Gaussian steps, 2 cores: 2 × 5000 seeds at d = 10 ran 2.0× one batch, 2 × 500 ran 0.7×).
 _MIN_SEEDS_PER_THREAD = 2000
 
 
