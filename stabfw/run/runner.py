@@ -923,6 +923,16 @@ def _run_vectorized(loop, cfg, seeds, state_rec, where, health, done):
                 theta, cols = parts[0][1:]
             else:
                 theta = np.concatenate([part[1] for part in parts])
+                odd = next((i for i, p in enumerate(parts) if p[2].keys() != parts[0][2].keys()),
+                           None)
+                if odd is not None:
+                    (a, z), (a2, z2) = spans[0], spans[odd]
+                    raise LoopError(f"{_where(loop, 'metrics_batch', None, t)} returned the "
+                                    f"metrics {sorted(parts[0][2])} for seeds {seeds[a]}–"
+                                    f"{seeds[z - 1]} but {sorted(parts[odd][2])} for seeds "
+                                    f"{seeds[a2]}–{seeds[z2 - 1]}; every batch of seeds must "
+                                    "report the same metrics", generation=t,
+                                    method="metrics_batch")
                 cols = {k: np.concatenate([part[2][k] for part in parts]) for k in parts[0][2]}
             if t == 0:
                 theta_star = theta

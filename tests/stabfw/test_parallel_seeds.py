@@ -268,3 +268,23 @@ def test_few_seeds_stay_in_one_vectorised_batch():
     stabfw.run_loop(_SeenStepping(dim=2, n=20),
                     stabfw.RetrainConfig(lam=1.0, generations=2, seeds=100, workers=2))
     assert _STEPPED == [("MainThread", 100)] * 2
+
+
+class _MetricsByBatch(GaussianLoop):
+    """Reports an extra metric for the batch that starts at seed 0 only."""
+
+    def metrics_batch(self, batch):
+        out = super().metrics_batch(batch)
+        if batch["mean"].shape[0] == 2000 and batch.get("first"):
+            out["extra"] = out["cov_logdet"]
+        return out
+
+    def init_batch(self, seeds, config):
+        return {**super().init_batch(seeds, config), "first": bool(seeds[0] == 0)}
+
+
+def test_batches_reporting_different_metrics_is_a_loop_error():
+    cfg = stabfw.RetrainConfig(lam=1.0, generations=1, seeds=4000, workers=2)
+    with pytest.raises(LoopError, match=r"metrics_batch.*for seeds 0–1999 but .* for seeds "
+                                        r"2000–3999; every batch of seeds must report the same"):
+        stabfw.run_loop(_MetricsByBatch(dim=2, n=20), cfg)
