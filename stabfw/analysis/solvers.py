@@ -252,15 +252,18 @@ def anderson(
     # roughly linear (seen: 180 iterations at 3e-2 where Picard converges in 55); each such
     # stall halves the memory, down to Picard, which a contraction cannot stall
     m_eff, patience = memory, 2 * memory + 2
+
+    def finish(status: Status) -> FixedPointSolution:
+        return _finish(tr, x, status, "anderson", t0, memory=memory, restarts=restarts,
+                       memory_at_end=m_eff)
+
     for _ in range(max_iter):
         _, f, r = tr(x)
         r0 = r if r0 is None else r0
         if r <= tr.tol(x):
-            return _finish(tr, x, "converged", "anderson", t0, memory=memory, restarts=restarts,
-                           memory_at_end=m_eff)
+            return finish("converged")
         if not math.isfinite(r) or r > divergence * max(r0, 1e-300):
-            return _finish(tr, x, "diverged", "anderson", t0, memory=memory, restarts=restarts,
-                           memory_at_end=m_eff)
+            return finish("diverged")
         stalled = 0 if r == tr.best_r else stalled + 1
         if dX and ((r_prev is not None and r > 10 * r_prev) or stalled > patience):
             # restart: forget the history, take a plain step from the best iterate so far
@@ -289,8 +292,7 @@ def anderson(
             x = x + damping * f - (Xm + damping * Fm) @ gamma
         else:
             x = x + damping * f
-    return _finish(tr, x, "max_iter", "anderson", t0, memory=memory, restarts=restarts,
-                   memory_at_end=m_eff)
+    return finish("max_iter")
 
 
 SOLVERS: dict[str, Callable[..., FixedPointSolution]] = {"picard": picard, "anderson": anderson}

@@ -917,23 +917,10 @@ def _run_vectorized(loop, cfg, seeds, state_rec, where, health, done):
             if pool is None:
                 parts = [stepped(spans[0], old[0], t, skip)]
             else:
-                parts = list(pool.map(stepped, spans, old, [t] * len(spans), [skip] * len(spans)))
+                parts = list(pool.map(stepped, spans, old, itertools.repeat(t),
+                                      itertools.repeat(skip)))
             batches = [part[0] for part in parts]
-            if len(parts) == 1:
-                theta, cols = parts[0][1:]
-            else:
-                theta = np.concatenate([part[1] for part in parts])
-                odd = next((i for i, p in enumerate(parts) if p[2].keys() != parts[0][2].keys()),
-                           None)
-                if odd is not None:
-                    (a, z), (a2, z2) = spans[0], spans[odd]
-                    raise LoopError(f"{_where(loop, 'metrics_batch', None, t)} returned the "
-                                    f"metrics {sorted(parts[0][2])} for seeds {seeds[a]}–"
-                                    f"{seeds[z - 1]} but {sorted(parts[odd][2])} for seeds "
-                                    f"{seeds[a2]}–{seeds[z2 - 1]}; every batch of seeds must "
-                                    "report the same metrics", generation=t,
-                                    method="metrics_batch")
-                cols = {k: np.concatenate([part[2][k] for part in parts]) for k in parts[0][2]}
+            theta, cols = _joined(loop, t, seeds, spans, parts)
             if t == 0:
                 theta_star = theta
             if skip.any():  # stopped seeds: NaN from here on, as on the per-seed path
@@ -947,6 +934,23 @@ def _run_vectorized(loop, cfg, seeds, state_rec, where, health, done):
             state = ({"batch": batches[0]} if len(spans) == 1 else
                      {"batches": batches, "spans": [list(sp) for sp in spans]})
             done(t, state, theta, cols, events)
+
+
+def _joined(loop, t, seeds, spans, parts) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """θ and metric columns of all seeds from the batches' ``(batch, θ, columns)``."""
+    if len(parts) == 1:
+        return parts[0][1], parts[0][2]
+    names = parts[0][2].keys()
+    odd = next((i for i, p in enumerate(parts) if p[2].keys() != names), None)
+    if odd is not None:
+        (a, z), (a2, z2) = spans[0], spans[odd]
+        raise LoopError(f"{_where(loop, 'metrics_batch', None, t)} returned the metrics "
+                        f"{sorted(names)} for seeds {seeds[a]}–{seeds[z - 1]} but "
+                        f"{sorted(parts[odd][2])} for seeds {seeds[a2]}–{seeds[z2 - 1]}; every "
+                        "batch of seeds must report the same metrics", generation=t,
+                        method="metrics_batch")
+    return (np.concatenate([p[1] for p in parts]),
+            {k: np.concatenate([p[2][k] for p in parts]) for k in names})
 
 
 def _batch_theta(loop: Any, batch: Any, S: int, d: int | None, t: int) -> np.ndarray:
