@@ -195,11 +195,19 @@ class LocalBackend:
         yield from _completed(self, fn, tasks)
 
     def cancel(self, futures: Iterable[Future]) -> None:
-        """Drop pending tasks; stop the workers if some had started (as joblib does when
-        its caller stops): they would go on computing what nobody reads."""
-        running = [f for f in futures if not f.cancel()]
-        if running:
+        """Drop tasks that have not started; if some have, stop the workers (as joblib does
+        when its caller stops): they would go on computing what nobody reads. Then every
+        future given ends cancelled or failed with loky's ``ShutdownExecutorError``."""
+        futures = [f for f in futures if not f.done()]
+        if any(f.running() for f in futures):
+            # loky fails every unfinished future itself as it kills the workers; one cancelled
+            # here as well makes its manager thread raise (InvalidStateError) before the kill,
+            # and the started futures would then never finish
             self._executor().shutdown(wait=False, kill_workers=True)
+            return
+        for f in futures:
+            # one that starts meanwhile runs to its end, for the same reason
+            f.cancel()
 
 
 def ray_task(fn: Callable[[Any], Any], task: Any, storage: str) -> Any:

@@ -2,10 +2,13 @@
 serial, local (loky) and Ray backends for the same seeds."""
 
 import os
+import time
+from concurrent.futures import wait
 
 import numpy as np
 import pandas as pd
 import pytest
+from joblib.externals.loky.process_executor import ShutdownExecutorError
 
 from stabfw.errors import ConfigError
 from stabfw.experiments.sweep import run_sweep
@@ -73,22 +76,66 @@ def test_a_worker_keeps_what_its_imports_built_out_of_the_collectors_scans():
     assert all(i["gc_frozen"] > 10_000 for i in backend.map(worker_info, [{}] * 4))
 
 
-def test_submit_gives_futures_and_cancel_drops_what_has_not_started():
+def test_submit_gives_futures():
     for backend in (SerialBackend(), LocalBackend(workers=2)):
         futures = [backend.submit(sum, range(n)) for n in (10, 20, 30)]
         assert [f.result(timeout=60) for f in futures] == [45, 190, 435]
+
+
+def test_cancel_drops_what_has_not_started_and_stops_the_workers_of_what_has(tmp_path):
     backend = LocalBackend(workers=2)
-    slow = [backend.submit(_sleep, 2.0) for _ in range(8)]
+    slow = [backend.submit(_sleeper(), (30.0, tmp_path)) for _ in range(8)]
+    while not any(tmp_path.iterdir()):  # a worker has started one
+        time.sleep(0.01)
     backend.cancel(slow)
-    assert sum(f.cancelled() for f in slow) >= 4  # two run (their workers are stopped)
+    # every future ends: none is left running after its worker was killed
+    running = wait(slow, timeout=20).not_done
+    assert not running
+    assert all(f.cancelled() or isinstance(f.exception(), ShutdownExecutorError)
+               for f in slow)
+    deadline = time.monotonic() + 20
+    pids = [int(p.name) for p in tmp_path.iterdir()]
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if _alive(p)]
+        time.sleep(0.05)
+    assert not pids, "workers that had started a cancelled task are still running"
     assert backend.submit(sum, range(4)).result(timeout=60) == 6  # a fresh pool after
 
 
-def _sleep(seconds):
-    import time
+def test_cancel_of_tasks_not_started_leaves_the_started_ones_running(tmp_path):
+    backend = LocalBackend(workers=2)
+    tasks = [backend.submit(_sleeper(), (1.0, tmp_path)) for _ in range(12)]
+    while len(list(tmp_path.iterdir())) < 2:  # both workers are in their first task
+        time.sleep(0.01)
+    time.sleep(0.1)  # loky has queued what fits behind them; nothing moves for the next ~0.9 s
+    started = [f for f in tasks if f.running()]
+    waiting = [f for f in tasks if not f.running()]
+    assert started and waiting
+    backend.cancel(waiting)
+    assert all(f.cancelled() for f in waiting)
+    assert [f.result(timeout=60) for f in started] == [1.0] * len(started)
 
-    time.sleep(seconds)
-    return seconds
+
+def _sleeper():
+    """A task that leaves its worker's pid in a folder, then sleeps. Defined in a function so
+    that cloudpickle sends it by value: a worker cannot import this test module."""
+    def sleep(task):
+        seconds, where = task
+        (where / str(os.getpid())).touch()
+        time.sleep(seconds)
+        return seconds
+
+    return sleep
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a killed worker the pool has not reaped yet is a zombie: it computes nothing
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(")")[-1].split()[0] != "Z"
 
 
 @pytest.mark.slow  # importing torch in two workers: ~10-30 s on 2 shared cores
