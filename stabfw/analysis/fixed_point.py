@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -583,7 +584,8 @@ class FixedPointAnalyzer:
 
     # --- solving --------------------------------------------------------------------------
     def solve(self, loop: Any, config: Any, method: str = "anderson", x0: Any | None = None,
-              seed: int | None = None, **options: Any) -> FixedPointSolution:
+              seed: int | None = None, jacobian: Callable | None = None,
+              **options: Any) -> FixedPointSolution:
         """Find the fixed point of the loop's retraining map (common random numbers).
 
         Parameters
@@ -591,11 +593,14 @@ class FixedPointAnalyzer:
         loop : SelfConsumingLoop
             Must be able to take θ back (``capabilities().with_theta``).
         config : RetrainConfig or dict
-        method : {"picard", "anderson"}
+        method : {"picard", "anderson", "newton"}
         x0 : array, optional
             Starting point (default θ*).
         seed : int, optional
             The replicate whose streams define the map (default: the config's first seed).
+        jacobian : callable, optional
+            ``jacobian(x, G(x))``, which ``newton`` needs
+            (:func:`stabfw.analysis.jacobian.map_jacobian` for a differentiable domain).
         **options
             Fields of :class:`~stabfw.run.analysis_config.SolveOptions` (``tol``, ``rtol``,
             ``max_iter``, ``damping``, ``memory``).
@@ -607,23 +612,35 @@ class FixedPointAnalyzer:
             ``distance_to_theta_star``.
         """
         G = RetrainingMap(loop, config, seed=seed)
-        return solve_from_theta_star(G, SolveOptions(method=method, **options), x0=x0)
+        return solve_from_theta_star(G, SolveOptions(method=method, **options), x0=x0,
+                                     jacobian=jacobian)
 
 
 def solve_from_theta_star(G: RetrainingMap, options: SolveOptions | None = None,
-                          x0: Any | None = None) -> FixedPointSolution:
+                          x0: Any | None = None,
+                          jacobian: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+                          ) -> FixedPointSolution:
     """The fixed point of a retraining map, solved from θ* (or ``x0``): the one place
     every analyzer solves for it, with the defaults of
     :class:`~stabfw.run.analysis_config.SolveOptions`.
 
+    ``jacobian(x, G(x))`` gives G's Jacobian for ``method="newton"``
+    (:func:`stabfw.analysis.jacobian.map_jacobian` builds it for a differentiable domain).
     ``info`` adds ``theta_star_residual`` (‖G(θ*) − θ*‖), ``distance_to_theta_star`` and
     the replicate's ``seed``.
     """
     G.require_autonomous("the fixed-point solve")
     o = options or SolveOptions()
+    kw = o.solver_kwargs()
+    if o.method == "newton":
+        if jacobian is None:
+            raise ValueError("method 'newton' needs the map's Jacobian: pass jacobian="
+                             "stabfw.analysis.jacobian.map_jacobian(loop, G) (differentiable "
+                             "domains), or use 'anderson'")
+        kw["jacobian"] = jacobian
     theta_star = G.theta_star
     start = theta_star if x0 is None else np.asarray(x0, dtype=float)
-    sol = solve_fixed_point(G, start, method=o.method, **o.solver_kwargs())
+    sol = solve_fixed_point(G, start, method=o.method, **kw)
     res0 = sol.residuals[0] if x0 is None and sol.residuals.size else G.residual(theta_star)
     info = {**sol.info, "theta_star_residual": float(res0),
             "distance_to_theta_star": float(np.linalg.norm(sol.fixed_point - theta_star)),

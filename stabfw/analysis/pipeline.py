@@ -18,11 +18,13 @@ from stabfw.analysis.critical import critical_lambda, spectral_radius_scan
 from stabfw.analysis.fixed_point import FixedPointAnalyzer, solve_from_theta_star
 from stabfw.analysis.headline import run_headline, theory_for
 from stabfw.analysis.jacobian import JacobianAnalyzer
+from stabfw.analysis.jacobian.analyzer import solve_jacobian
 from stabfw.run.analysis_config import (
     METHOD_OPTIONS,
     AnalysisConfig,
     JacobianOptions,
     LambdaCurveOptions,
+    SolveOptions,
 )
 from stabfw.run.config import RunConfig, parse_config
 from stabfw.run.registry import make
@@ -176,7 +178,9 @@ def _analyze(traj: Trajectory, cfg: RunConfig, analysis: AnalysisConfig, log: _L
     solution = None
     if analysis.solve is not None:
         log(f"fixed-point solve ({analysis.solve.method})")
-        solution = solve_from_theta_star(retraining_map(analysis.solve.seed), analysis.solve)
+        G = retraining_map(analysis.solve.seed)
+        solution = solve_from_theta_star(G, analysis.solve,
+                                         jacobian=solve_jacobian(G, analysis.solve))
         results["solve"] = solution.to_dict()
 
     jac_results: dict[str, Any] = {}
@@ -186,8 +190,9 @@ def _analyze(traj: Trajectory, cfg: RunConfig, analysis: AnalysisConfig, log: _L
         at: Any = o.at
         if o.at == "fixed_point":  # solved once for every method
             if solution is None or solution.info.get("seed") != G.seed:
-                log("fixed-point solve (anderson) for the Jacobians")
-                solution = solve_from_theta_star(G)
+                solve = analysis.solve or SolveOptions()
+                log(f"fixed-point solve ({solve.method}) for the Jacobians")
+                solution = solve_from_theta_star(G, solve, jacobian=solve_jacobian(G, solve))
             at = solution
         jac = {}
         for method in o.methods:
@@ -195,7 +200,7 @@ def _analyze(traj: Trajectory, cfg: RunConfig, analysis: AnalysisConfig, log: _L
             kw = {"seeds": o.seeds} if o.seeds > 1 else {}
             an = JacobianAnalyzer(method=method, spectrum=o.spectrum, k=o.k, tol=o.tol,
                                   seed=o.seed, bounds=o.bounds, options=_for(method, o.options),
-                                  **kw)
+                                  solve=analysis.solve, **kw)
             res = an.analyze(loop, cfg.loop, at=at, retraining_map=G, maps=maps)
             if res.status != "ok":
                 log(f"  {res.method}: {res.status} — {res.status_reason}")
@@ -206,13 +211,13 @@ def _analyze(traj: Trajectory, cfg: RunConfig, analysis: AnalysisConfig, log: _L
     if analysis.lambda_curve is not None:
         log("ρ(J) against λ")
         results["lambda_curve"] = _lambda_curve(loop, cfg, analysis.lambda_curve, jac_results,
-                                                maps)
+                                                maps, analysis.solve)
 
     if analysis.critical_lambda is not None:
         o = analysis.critical_lambda
         log(f"critical λ ({o.criterion})")
         an = (JacobianAnalyzer(method=o.method, k=2, bounds=False, norm=False,
-                               options=_for(o.method, o.options))
+                               options=_for(o.method, o.options), solve=analysis.solve)
               if o.criterion == "spectral_radius" else None)
         crit = critical_lambda(loop, cfg.loop, criterion=o.criterion, bracket=o.bracket,
                                max_lam=o.max_lam, tol=o.tol, n_replicates=o.n_replicates,
@@ -230,11 +235,11 @@ def _for(method: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _lambda_curve(loop: Any, cfg: Any, o: LambdaCurveOptions, jac: dict[str, Any],
-                  maps: dict[int, RetrainingMap]) -> dict[str, Any]:
+                  maps: dict[int, RetrainingMap], solve: SolveOptions | None) -> dict[str, Any]:
     seeds = cfg.loop.seed_list[:o.replicates]
     # only ρ is drawn: two eigenvalues (a ± or complex pair), no norm
     an = JacobianAnalyzer(method=o.method, k=2, bounds=False, norm=False,
-                          options=_for(o.method, o.options))
+                          options=_for(o.method, o.options), solve=solve)
     scan = spectral_radius_scan(loop, cfg.loop, o.lams, seeds, an, at=o.at, maps=maps)
     rhos = [p["rho"] for p in scan]
     out: dict[str, Any] = {

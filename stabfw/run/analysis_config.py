@@ -138,9 +138,12 @@ def method_options(methods: Iterable[str], options: dict[str, Any] | None,
 
 class SolveOptions(_Section):
     """How a fixed point of the retraining map is solved for (``analysis.solve``, and the
-    point of ``at: fixed_point``); one set of defaults everywhere."""
+    point of ``at: fixed_point``); one set of defaults everywhere.
 
-    method: Literal["picard", "anderson"] = "anderson"
+    ``newton`` (differentiable domains) forms G's Jacobian by ``dense`` autodiff at every
+    step: for maps that contract slowly or not uniformly, where Anderson can stall."""
+
+    method: Literal["picard", "anderson", "newton"] = "anderson"
     tol: float = Field(default=1e-10, gt=0)
     rtol: float = Field(default=1e-8, ge=0)
     max_iter: int = Field(default=200, ge=1)
@@ -150,8 +153,9 @@ class SolveOptions(_Section):
 
     def solver_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`stabfw.analysis.solvers.solve_fixed_point`."""
-        kw = {"tol": self.tol, "rtol": self.rtol, "max_iter": self.max_iter,
-              "damping": self.damping}
+        kw: dict[str, Any] = {"tol": self.tol, "rtol": self.rtol, "max_iter": self.max_iter}
+        if self.method != "newton":  # a Newton step is sized by its line search
+            kw["damping"] = self.damping
         if self.method == "anderson":
             kw["memory"] = self.memory
         return kw

@@ -557,13 +557,17 @@ def _check_methods(cfg: RunConfig, loop: Any) -> None:
         o = getattr(a, section)
         if o is not None and getattr(o, "method", None):
             asked.append((f"analysis.{section}.method", o.method))
-    bad = [(field, m) for field, m in asked if m in ("dense", "implicit")]
+    if a.solve is not None:
+        asked.append(("analysis.solve.method", a.solve.method))
+    bad = [(field, m) for field, m in asked if m in ("dense", "implicit", "newton")]
     if bad:
         field, m = bad[0]
+        instead = ("'anderson' or 'picard'" if m == "newton"
+                   else "'finite_difference', 'empirical' or 'auto'")
         raise ConfigError(
             f"invalid configuration:\n  {field}: {m!r} needs a differentiable domain "
             f"(loss, sample, draw_noise; see stabfw.core.differentiable), which "
-            f"{type(loop).__name__} is not; use 'finite_difference', 'empirical' or 'auto'")
+            f"{type(loop).__name__} is not; use {instead}")
 
 
 def load_config(

@@ -127,6 +127,53 @@ def test_c2_methods_agree_with_dense_at_the_fixed_point(at_fixed_point):
     assert np.abs(J - np.diag(np.diag(J))).max() > 0.1 * scale
 
 
+def test_newton_solve_reaches_andersons_fixed_point_with_few_dense_jacobians(flow,
+                                                                             at_fixed_point):
+    from stabfw.analysis.fixed_point import solve_from_theta_star
+    from stabfw.analysis.jacobian import map_jacobian
+    from stabfw.run.analysis_config import SolveOptions
+
+    cfg, sol, res = at_fixed_point
+    G = stabfw.RetrainingMap(flow, cfg)
+    nt = solve_from_theta_star(G, SolveOptions(method="newton", tol=1e-9, rtol=0),
+                               jacobian=map_jacobian(flow, G))
+    assert nt.converged, nt.to_dict()
+    assert nt.info["jacobians"] <= 6 and nt.n_evaluations < sol.n_evaluations
+    # both residuals ≤ 1e-9: the points differ by at most 2e-9 / σ_min(I − J)
+    J = res["dense"].matrix
+    sigma = np.linalg.svd(np.eye(J.shape[0]) - J, compute_uv=False)[-1]
+    np.testing.assert_allclose(nt.fixed_point, sol.fixed_point, atol=4e-9 / sigma)
+    assert nt.stability == "attracting"
+
+
+def test_a_config_with_a_newton_solve_uses_it_for_every_fixed_point(tmp_path, monkeypatch):
+    import json
+
+    import yaml
+
+    from stabfw.analysis import fixed_point
+    from stabfw.cli.main import main
+
+    methods = []
+    real = fixed_point.solve_fixed_point
+    monkeypatch.setattr(fixed_point, "solve_fixed_point",
+                        lambda G, x0, method="anderson", **kw: methods.append(method)
+                        or real(G, x0, method=method, **kw))
+    cfg = {"domain": {"name": "toy2d", **SMALL}, "loop": {"lam": LAM, "generations": 2,
+                                                           "seeds": 1},
+           "analysis": {"solve": {"method": "newton"},
+                        "jacobian": {"methods": ["dense"], "at": "fixed_point"},
+                        "lambda_curve": {"lams": [10], "method": "dense", "at": "fixed_point"}},
+           "output": {"progress": False, "report": False}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path), "--out", str(tmp_path / "r")]) == 0
+    solve = json.loads((tmp_path / "r" / "analysis" / "solve.json").read_text())
+    assert solve["method"] == "newton" and solve["status"] == "converged"
+    # the config's solve, the Jacobian at its point (reused) and the λ-curve's own point
+    assert methods == ["newton", "newton"]
+
+
 class QuadratureFlow(Toy2DFlowLoop):
     """The flow whose synthetic "sample" is a Gauss–Hermite rule in the base space, pushed
     through the flow with its weights: the infinite-sample (population) retraining map, up

@@ -57,3 +57,15 @@ def test_a_method_the_domain_cannot_do_is_refused_by_validate(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("analysis.jacobian.methods: 'dense' needs a differentiable domain") == 2
     assert "Traceback" not in err and not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_a_newton_solve_on_a_domain_without_autodiff_is_refused_by_validate(tmp_path, capsys):
+    cfg = {**CFG, "analysis": {"solve": {"method": "newton"}}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["validate", str(path)]) == 2
+    assert main(["run", str(path), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("analysis.solve.method: 'newton' needs a differentiable domain") == 2
+    assert err.count("use 'anderson' or 'picard'") == 2
+    assert "Traceback" not in err and not (tmp_path / "r" / "summary.json").exists()

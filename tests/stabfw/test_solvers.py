@@ -1,10 +1,10 @@
-"""Fixed-point solvers: Picard and Anderson on maps with known fixed points."""
+"""Fixed-point solvers: Picard, Anderson and Newton on maps with known fixed points."""
 
 import numpy as np
 import pytest
 
 import stabfw
-from stabfw.analysis.solvers import anderson, picard, solve_fixed_point
+from stabfw.analysis.solvers import anderson, newton, picard, solve_fixed_point
 
 
 def _linear_map(rho: float, d: int = 20, seed: int = 0):
@@ -80,12 +80,55 @@ def test_best_iterate_is_kept_when_the_iteration_diverges():
     assert sol.fixed_point[0] == 0.0  # the start had the smallest residual
 
 
+def _tanh_map(rho: float = 0.999, d: int = 12, seed: int = 1):
+    """G(x) = A tanh(x) + b with a non-normal A of spectral radius ``rho``: slow and not
+    uniform contraction (‖A‖ > 1), the analytic Jacobian A·diag(1 − tanh²x)."""
+    rng = np.random.default_rng(seed)
+    S = np.eye(d) + 0.8 * rng.standard_normal((d, d)) / np.sqrt(d)
+    A = S @ np.diag(rho * np.linspace(1.0, 0.3, d)) @ np.linalg.inv(S)
+    b = 0.05 * rng.standard_normal(d)
+    return (lambda x: A @ np.tanh(x) + b), (lambda x, gx: A * (1 - np.tanh(x) ** 2)), A
+
+
+def test_newton_converges_quadratically_where_picard_crawls():
+    from scipy.optimize import fsolve
+
+    G, jac, A = _tanh_map()
+    assert np.linalg.norm(A, 2) > 1  # not a contraction in the 2-norm
+    x0 = np.ones(12)
+    sol = newton(G, x0, jacobian=jac, tol=1e-13)
+    assert sol.status == "converged" and sol.info["jacobians"] <= 8
+    # an independent root of G(x) − x (MINPACK's hybrid method, its own Jacobian)
+    ref = fsolve(lambda x: G(x) - x, x0, xtol=1e-12)
+    np.testing.assert_allclose(sol.fixed_point, ref, atol=1e-10)
+    r = sol.residuals
+    # the last steps square the residual (up to a constant)
+    assert r[-1] <= 10 * r[-2] ** 2 + 1e-15
+    assert picard(G, x0, tol=1e-13, max_iter=10 * sol.n_evaluations).status == "max_iter"
+
+
+def test_newton_backtracks_where_the_full_step_overshoots():
+    """G(x) = x − arctan x: plain Newton on arctan diverges from |x| > 1.39."""
+    G = lambda x: x - np.arctan(x)  # noqa: E731
+    jac = lambda x, gx: np.diag(1 - 1 / (1 + x ** 2))  # noqa: E731
+    sol = newton(G, np.array([3.0]), jacobian=jac, tol=1e-12)
+    assert sol.status == "converged" and abs(sol.fixed_point[0]) < 1e-12
+    assert min(sol.info["step_sizes"]) < 1 and sol.info["step_sizes"][-1] == 1
+    # no decrease along a wrong direction: stopped, and said why
+    bad = newton(G, np.array([3.0]), jacobian=lambda x, gx: np.diag(2 + 0 * x), tol=1e-12,
+                 backtracks=3)
+    assert bad.status == "max_iter" and "no step along the Newton direction" in bad.info["stopped"]
+    assert bad.fixed_point[0] == 3.0  # the best iterate seen
+
+
 def test_max_iter_status_and_bad_arguments():
     G, x_star = _linear_map(0.99)
     assert picard(G, np.zeros_like(x_star), max_iter=5).status == "max_iter"
     with pytest.raises(ValueError, match="damping"):
         picard(G, np.zeros_like(x_star), damping=0)
     with pytest.raises(ValueError, match="method must be one of"):
+        solve_fixed_point(G, np.zeros_like(x_star), method="broyden")
+    with pytest.raises(TypeError, match="jacobian"):
         solve_fixed_point(G, np.zeros_like(x_star), method="newton")
 
 

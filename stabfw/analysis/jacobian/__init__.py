@@ -2,6 +2,8 @@
 interface, and the analyzer that takes its spectrum."""
 
 from stabfw.analysis.jacobian.analyzer import METHODS, JacobianAnalyzer, JacobianResult
+from stabfw.analysis.jacobian.dense import map_jacobian
 from stabfw.analysis.jacobian.operator import JacobianOperator, Linearization
 
-__all__ = ["METHODS", "JacobianAnalyzer", "JacobianOperator", "JacobianResult", "Linearization"]
+__all__ = ["METHODS", "JacobianAnalyzer", "JacobianOperator", "JacobianResult", "Linearization",
+           "map_jacobian"]

@@ -48,7 +48,7 @@ from stabfw.run.analysis_config import (
 )
 from stabfw.run.retraining_map import RetrainingMap
 
-__all__ = ["METHODS", "JacobianAnalyzer", "JacobianResult"]
+__all__ = ["METHODS", "JacobianAnalyzer", "JacobianResult", "solve_jacobian"]
 
 METHODS = JACOBIAN_METHODS
 #: Where J can be taken, by name.
@@ -352,7 +352,7 @@ class JacobianAnalyzer:
             return G.theta_star, "theta_star", {}
         if isinstance(at, str):
             self._check_at(at)
-            sol = solve_from_theta_star(G, self.solve)
+            sol = solve_from_theta_star(G, self.solve, jacobian=solve_jacobian(G, self.solve))
             return sol.fixed_point, "fixed_point", {"solve": sol.to_dict() | {"fixed_point": None}}
         x = np.asarray(at, dtype=float).reshape(-1)
         if x.shape != G.theta_star.shape:
@@ -581,6 +581,14 @@ class JacobianAnalyzer:
         rep = theorem1_report(lam, c["alpha"], c["L"], c["eps"], rho)
         rep["wall_time"] = round(time.perf_counter() - t0, 3)
         return rep
+
+
+def solve_jacobian(G: RetrainingMap, options: SolveOptions | None):
+    """The Jacobian a fixed-point solve with ``options`` needs: ``dense`` for ``newton``,
+    none for the others."""
+    if options is None or options.method != "newton":
+        return None
+    return dense.map_jacobian(G.loop, G)
 
 
 def _matrix_spectrum(op: JacobianOperator, k: int) -> Spectrum:

@@ -15,14 +15,17 @@ Bolte, Pauwels & Vaiter, "One-step differentiation of iterative algorithms", Neu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from stabfw.analysis.jacobian.operator import JacobianOperator, Linearization
 from stabfw.analysis.jacobian.torch_objective import TorchObjective, newton_polish
-from stabfw.core.differentiable import math_attention
+from stabfw.core.differentiable import is_differentiable, math_attention
 from stabfw.run.analysis_config import DenseOptions
 
-__all__ = ["build"]
+__all__ = ["build", "map_jacobian"]
 
 
 def build(lin: Linearization, o: DenseOptions) -> JacobianOperator:
@@ -61,3 +64,21 @@ def build(lin: Linearization, o: DenseOptions) -> JacobianOperator:
         info["warning"] = ("the mixed objective's Hessian is not positive definite at the "
                            "fitted point: not a strict local minimum, J is not defined")
     return lin.operator("dense", lambda v: J @ v, lambda u: J.T @ u, matrix=J, info=info)
+
+
+def map_jacobian(loop: Any, G: Any, options: DenseOptions | dict[str, Any] | None = None
+                 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``(x, G(x)) ↦ J(x)``, G's Jacobian formed by :func:`build` at any point: what a
+    Newton fixed-point solve (``analysis.solve.method: newton``) takes a step with."""
+    if not is_differentiable(loop):
+        raise TypeError(f"a Newton fixed-point solve forms J by autodiff: {type(loop).__name__} "
+                        "is not a differentiable domain (see stabfw.core.differentiable); "
+                        "use 'anderson' or 'picard'")
+    o = options if isinstance(options, DenseOptions) else DenseOptions.model_validate(
+        options or {})
+
+    def jacobian(x: np.ndarray, gx: np.ndarray) -> np.ndarray:
+        return build(Linearization(loop, G, np.asarray(x, float), np.asarray(gx, float),
+                                   "given"), o).matrix
+
+    return jacobian
