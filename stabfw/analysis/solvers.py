@@ -312,10 +312,11 @@ def newton(
 
     The step solves ``(I − J) s = F(x)`` with ``J = jacobian(x, G(x))``; the largest of
     ``1, 1/2, 1/4, …`` (at most ``backtracks`` halvings) that lowers the residual by the
-    Armijo factor ``1 − 10⁻⁴·α`` is taken. For a map that contracts slowly, or not
+    Armijo factor ``1 − 10⁻⁴·α`` is taken. For a smooth map that contracts slowly, or not
     uniformly (a spectral radius near 1, a non-normal J), this converges in a few steps
-    where Picard needs thousands and Anderson's secant model can stall; each step costs one
-    Jacobian and at least one map evaluation.
+    where Picard and Anderson take hundreds; each step costs one Jacobian and at least one
+    map evaluation. It finds repelling fixed points as readily as attracting ones, and a
+    map that is not smooth on the step's scale can leave every step rejected.
 
     Parameters
     ----------
