@@ -428,13 +428,19 @@ def solve_fixed_point(G: Callable[[np.ndarray], np.ndarray], x0: Any, method: st
     """Find a fixed point of ``G`` from ``x0`` with ``method`` ("picard", "anderson" or
     "newton", which needs ``jacobian=``),
     and (``check_stability``) whether it attracts: ``local_rate`` and ``stability`` by
-    ``power_steps`` finite-difference power iterations at the solution."""
+    ``power_steps`` finite-difference power iterations at the solution, or, for
+    ``newton``, as ρ of the Jacobian there (``local_rate_spread`` 0: no iteration error)."""
     if method not in SOLVERS:
         raise ValueError(f"method must be one of {', '.join(SOLVERS)}; got {method!r}")
     sol = SOLVERS[method](G, x0, **options)
     if not check_stability or not np.all(np.isfinite(sol.fixed_point)):
         return sol
-    rate, spread, n = local_rate(G, sol.fixed_point, steps=power_steps)
+    if method == "newton":  # J is at hand: its spectral radius, not an unsettled estimate
+        x = sol.fixed_point
+        J = np.asarray(options["jacobian"](x, np.asarray(G(x), dtype=float)), dtype=float)
+        rate, spread, n = float(np.max(np.abs(np.linalg.eigvals(J)))), 0.0, 1
+    else:
+        rate, spread, n = local_rate(G, sol.fixed_point, steps=power_steps)
     settled = math.isfinite(rate) and spread <= 0.05 * max(rate, 1e-12)
     stability = "unknown"
     if settled and abs(rate - 1.0) > spread:

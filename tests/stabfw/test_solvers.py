@@ -105,6 +105,11 @@ def test_newton_converges_quadratically_where_picard_crawls():
     # the last steps square the residual (up to a constant)
     assert r[-1] <= 10 * r[-2] ** 2 + 1e-15
     assert picard(G, x0, tol=1e-13, max_iter=10 * sol.n_evaluations).status == "max_iter"
+    # its stability from ρ of J at the point, one map evaluation more
+    checked = solve_fixed_point(G, x0, method="newton", jacobian=jac, tol=1e-13)
+    rho = np.abs(np.linalg.eigvals(jac(ref, G(ref)))).max()
+    assert checked.local_rate == pytest.approx(rho, rel=1e-9) and checked.stability == "attracting"
+    assert checked.n_evaluations == sol.n_evaluations + 1
 
 
 def test_newton_backtracks_where_the_full_step_overshoots():
