@@ -438,7 +438,8 @@ def solve_fixed_point(G: Callable[[np.ndarray], np.ndarray], x0: Any, method: st
     if method == "newton":  # J is at hand: its spectral radius, not an unsettled estimate
         x = sol.fixed_point
         J = np.asarray(options["jacobian"](x, np.asarray(G(x), dtype=float)), dtype=float)
-        rate, spread, n = float(np.max(np.abs(np.linalg.eigvals(J)))), 0.0, 1
+        rate = float(np.max(np.abs(np.linalg.eigvals(J)))) if np.all(np.isfinite(J)) else math.nan
+        spread, n = 0.0, 1
     else:
         rate, spread, n = local_rate(G, sol.fixed_point, steps=power_steps)
     settled = math.isfinite(rate) and spread <= 0.05 * max(rate, 1e-12)
