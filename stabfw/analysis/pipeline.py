@@ -15,10 +15,10 @@ from typing import Any
 
 from stabfw.analysis.bounds import estimate_constants, theorem1_curve
 from stabfw.analysis.critical import critical_lambda, spectral_radius_scan
-from stabfw.analysis.fixed_point import FixedPointAnalyzer, solve_from_theta_star
+from stabfw.analysis.fixed_point import FixedPointAnalyzer
 from stabfw.analysis.headline import run_headline, theory_for
 from stabfw.analysis.jacobian import JacobianAnalyzer
-from stabfw.analysis.jacobian.analyzer import solve_jacobian
+from stabfw.analysis.jacobian.analyzer import solve_map
 from stabfw.run.analysis_config import (
     METHOD_OPTIONS,
     AnalysisConfig,
@@ -178,9 +178,7 @@ def _analyze(traj: Trajectory, cfg: RunConfig, analysis: AnalysisConfig, log: _L
     solution = None
     if analysis.solve is not None:
         log(f"fixed-point solve ({analysis.solve.method})")
-        G = retraining_map(analysis.solve.seed)
-        solution = solve_from_theta_star(G, analysis.solve,
-                                         jacobian=solve_jacobian(G, analysis.solve))
+        solution = solve_map(retraining_map(analysis.solve.seed), analysis.solve)
         results["solve"] = solution.to_dict()
 
     jac_results: dict[str, Any] = {}
@@ -192,7 +190,7 @@ def _analyze(traj: Trajectory, cfg: RunConfig, analysis: AnalysisConfig, log: _L
             if solution is None or solution.info.get("seed") != G.seed:
                 solve = analysis.solve or SolveOptions()
                 log(f"fixed-point solve ({solve.method}) for the Jacobians")
-                solution = solve_from_theta_star(G, solve, jacobian=solve_jacobian(G, solve))
+                solution = solve_map(G, solve)
             at = solution
         jac = {}
         for method in o.methods:

@@ -48,7 +48,7 @@ from stabfw.run.analysis_config import (
 )
 from stabfw.run.retraining_map import RetrainingMap
 
-__all__ = ["METHODS", "JacobianAnalyzer", "JacobianResult", "solve_jacobian"]
+__all__ = ["METHODS", "JacobianAnalyzer", "JacobianResult", "solve_map"]
 
 METHODS = JACOBIAN_METHODS
 #: Where J can be taken, by name.
@@ -352,7 +352,7 @@ class JacobianAnalyzer:
             return G.theta_star, "theta_star", {}
         if isinstance(at, str):
             self._check_at(at)
-            sol = solve_from_theta_star(G, self.solve, jacobian=solve_jacobian(G, self.solve))
+            sol = solve_map(G, self.solve)
             return sol.fixed_point, "fixed_point", {"solve": sol.to_dict() | {"fixed_point": None}}
         x = np.asarray(at, dtype=float).reshape(-1)
         if x.shape != G.theta_star.shape:
@@ -583,12 +583,12 @@ class JacobianAnalyzer:
         return rep
 
 
-def solve_jacobian(G: RetrainingMap, options: SolveOptions | None):
-    """The Jacobian a fixed-point solve with ``options`` needs: ``dense`` for ``newton``,
-    none for the others."""
-    if options is None or options.method != "newton":
-        return None
-    return dense.map_jacobian(G.loop, G)
+def solve_map(G: RetrainingMap, options: SolveOptions | None) -> FixedPointSolution:
+    """G's fixed point solved from θ* with ``options``, J by ``dense`` for ``newton``: how
+    every analysis of a config finds the point it linearises at."""
+    newton = options is not None and options.method == "newton"
+    return solve_from_theta_star(G, options,
+                                 jacobian=dense.map_jacobian(G.loop, G) if newton else None)
 
 
 def _matrix_spectrum(op: JacobianOperator, k: int) -> Spectrum:
