@@ -83,9 +83,17 @@ class Checkpoint:
         return self.directory / f"gen_{generation:06d}.npz"
 
     def exists(self) -> bool:
-        """Whether a checkpoint (complete or damaged) is there."""
-        return self._state.exists() or self._fingerprint.exists() or (
-            self.directory.is_dir() and any(self.directory.glob("gen_*")))
+        """Whether a checkpoint (complete or damaged) is there.
+
+        A run stopped inside generation 0's writes (the fingerprint, perhaps generation 0's
+        block, no state yet) recorded no generation: that is no checkpoint, and resuming
+        starts from generation 0, whose writes replace those files. Without a state, any
+        later block means damage and stays a checkpoint, which :meth:`load` refuses.
+        """
+        if self._state.exists():
+            return True
+        return self.directory.is_dir() and any(
+            p.name != self._block(0).name for p in self.directory.glob("gen_*"))
 
     def _rel(self, path: Path) -> str:
         return f"{self.directory.name}/{path.name}"

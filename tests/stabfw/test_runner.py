@@ -95,6 +95,44 @@ def test_crash_then_resume_equals_uninterrupted(tmp_path):
     assert not (out / CHECKPOINT).exists()
 
 
+def _crashed(cfg, out, fits):
+    CRASH_AT.update(generation=fits, count=0)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            stabfw.run_loop(BernoulliCoin(), cfg, out_dir=out)
+    finally:
+        CRASH_AT.update(generation=None, count=0)
+
+
+def test_a_run_stopped_inside_generation_0s_writes_resumes_from_generation_0(tmp_path):
+    """A kill between generation 0's block and its state (a Ctrl-C reaching a sweep's
+    workers) leaves the fingerprint and one block: no generation recorded, nothing refused."""
+    cfg = stabfw.RetrainConfig(lam=1.0, generations=5, seeds=4)
+    full = stabfw.run_loop(BernoulliCoin(), cfg, out_dir=tmp_path / "full")
+    out = tmp_path / "cut"
+    _crashed(cfg, out, 2)  # dies inside generation 1: generation 0 is complete
+    (out / CHECKPOINT / "state.pkl").unlink()  # as if killed before writing it
+    assert (out / CHECKPOINT / "gen_000000.npz").is_file()
+    resumed = stabfw.run_loop(BernoulliCoin(), cfg, out_dir=out, resume=True)
+    assert resumed.meta["resumed_from_generation"] is None
+    np.testing.assert_array_equal(resumed.params, full.params)
+    # without --resume it is no unfinished run either: the same start from generation 0
+    _crashed(cfg, tmp_path / "cut2", 2)
+    (tmp_path / "cut2" / CHECKPOINT / "state.pkl").unlink()
+    np.testing.assert_array_equal(
+        stabfw.run_loop(BernoulliCoin(), cfg, out_dir=tmp_path / "cut2").params, full.params)
+
+
+def test_a_missing_state_beside_later_blocks_is_refused(tmp_path):
+    cfg = stabfw.RetrainConfig(lam=1.0, generations=5, seeds=4)
+    _crashed(cfg, tmp_path, 4 * 2 + 2)  # dies inside generation 3
+    (tmp_path / CHECKPOINT / "state.pkl").unlink()
+    with pytest.raises(stabfw.errors.CheckpointError, match=r"state\.pkl is missing"):
+        stabfw.run_loop(BernoulliCoin(), cfg, out_dir=tmp_path, resume=True)
+    with pytest.raises(ValueError, match="holds an unfinished run"):
+        stabfw.run_loop(BernoulliCoin(), cfg, out_dir=tmp_path)
+
+
 def test_resume_refuses_a_different_config(tmp_path):
     cfg = stabfw.RetrainConfig(lam=1.0, generations=6, seeds=2)
     CRASH_AT.update(generation=5, count=0)
