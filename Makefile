@@ -21,11 +21,12 @@ $(VENV)/.torch: | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_PIN)"
 	touch $@
 
-$(VENV)/.core: pyproject.toml | $(PY)
+# setup.py compiles stabfw/core/_counter.c in place: a change to it must reinstall
+$(VENV)/.core: pyproject.toml setup.py stabfw/core/_counter.c | $(PY)
 	$(PIP) install --quiet -e .
 	touch $@
 
-$(VENV)/.all: pyproject.toml $(VENV)/.torch
+$(VENV)/.all: pyproject.toml setup.py stabfw/core/_counter.c $(VENV)/.torch
 	$(PIP) install --quiet -e ".[all]"
 	touch $@
 

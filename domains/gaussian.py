@@ -48,6 +48,7 @@ from stabfw.core.streams import (
     real_stream_generation,
     stream_keys,
     subkeys,
+    tril_normals,
 )
 from stabfw.errors import ConfigError, short_repr
 
@@ -139,18 +140,10 @@ def _cholesky_or_nan(cov: np.ndarray) -> np.ndarray:
 
 def _bartlett(keys: np.ndarray, m: int, d: int) -> np.ndarray:
     """Lower-triangular A with A Aᵀ ~ Wishart(m − 1, I_d), one per key: (S, d, d)."""
-    S = keys.size
-    # assembled entry-major, (d·d, S), then transposed: filling whole rows is ~5× faster at
-    # d = 31 than scattering into (S, d, d)
-    A = np.zeros((d * d, S))
     diag = np.arange(d)
     # entry i of the diagonal is sqrt(χ²_{m−1−i}) from sub-stream _DIAG0 + i: all in one call
-    A[diag * (d + 1)] = np.sqrt(chisquares(subkeys(keys[:, None], _DIAG0 + diag),
-                                           (m - 1 - diag)[None, :])).T
-    if d > 1:
-        rows, cols = np.tril_indices(d, -1)
-        A[rows * d + cols] = normals(subkeys(keys, _OFFDIAG), rows.size).T
-    return np.ascontiguousarray(A.T).reshape(S, d, d)
+    chi = chisquares(subkeys(keys[:, None], _DIAG0 + diag), (m - 1 - diag)[None, :])
+    return tril_normals(subkeys(keys, _OFFDIAG), np.sqrt(chi))
 
 
 def _draw(mean: np.ndarray, L: np.ndarray, m: int, keys: np.ndarray, need_scatter: bool):

@@ -27,7 +27,13 @@ import numpy as np
 from numpy.random.bit_generator import ISpawnableSeedSequence
 from scipy import special
 
+try:  # the draws below, compiled (setup.py); without it numpy gives the same numbers, slower
+    import stabfw.core._counter as _counter
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _counter = None
+
 __all__ = [
+    "COMPILED",
     "KeyedGenerator",
     "chisquares",
     "key_of",
@@ -36,8 +42,12 @@ __all__ = [
     "stream",
     "stream_keys",
     "subkeys",
+    "tril_normals",
     "uniforms",
 ]
+
+#: Whether the counter-based draws run compiled (the numbers are the same either way).
+COMPILED = _counter is not None
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -225,10 +235,25 @@ def subkeys(keys: np.ndarray, index: int | np.ndarray) -> np.ndarray:
     return _mix(np.asarray(keys, dtype=np.uint64) ^ salt)
 
 
+def _flat_keys(keys: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(keys, dtype=np.uint64).reshape(-1)
+
+
 def _bits(keys: np.ndarray, n: int, offset: int = 0) -> np.ndarray:
     keys = np.asarray(keys, dtype=np.uint64).reshape(-1, 1)
     counters = np.arange(offset + 1, offset + n + 1, dtype=np.uint64) * _GOLDEN
     return _mix(keys + counters)
+
+
+def _uniforms_numpy(keys: np.ndarray, n: int, offset: int = 0) -> np.ndarray:
+    return ((_bits(keys, n, offset) >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+
+
+def _compiled(draw, keys: np.ndarray, n: int, offset: int) -> np.ndarray:
+    keys = _flat_keys(keys)
+    out = np.empty((keys.size, int(n)))
+    draw(keys, int(n), int(offset), out)
+    return out
 
 
 def uniforms(keys: np.ndarray, n: int, offset: int = 0) -> np.ndarray:
@@ -236,12 +261,49 @@ def uniforms(keys: np.ndarray, n: int, offset: int = 0) -> np.ndarray:
 
     Draw ``i`` of a key depends only on the key and ``offset + i``.
     """
-    return ((_bits(keys, n, offset) >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+    if _counter is not None:
+        return _compiled(_counter.uniforms, keys, n, offset)
+    return _uniforms_numpy(keys, n, offset)
 
 
 def normals(keys: np.ndarray, n: int, offset: int = 0) -> np.ndarray:
     """Standard normal draws (inverse-CDF of :func:`uniforms`), shape ``(len(keys), n)``."""
-    return special.ndtri(uniforms(keys, n, offset))
+    if _counter is not None:
+        return _compiled(_counter.normals, keys, n, offset)
+    return special.ndtri(_uniforms_numpy(keys, n, offset))
+
+
+def tril_normals(keys: np.ndarray, diagonal: np.ndarray) -> np.ndarray:
+    """Lower-triangular matrices with a given diagonal and standard normals below it.
+
+    Parameters
+    ----------
+    keys : numpy.ndarray of uint64, shape (S,)
+        One stream key per matrix.
+    diagonal : numpy.ndarray, shape (S, d)
+        The diagonals.
+
+    Returns
+    -------
+    numpy.ndarray, shape (S, d, d)
+        Matrix ``s`` holds ``normals(keys[s:s+1], d (d − 1) / 2)`` below its diagonal, in
+        the row-major order of ``np.tril_indices(d, -1)``, and zeros above it.
+    """
+    keys = _flat_keys(keys)
+    diagonal = np.ascontiguousarray(diagonal, dtype=float)
+    S, d = diagonal.shape
+    if _counter is not None:
+        out = np.empty((S, d, d))
+        _counter.bartlett(keys, d, diagonal, out)
+        return out
+    # assembled entry-major, (d·d, S), then transposed: filling whole rows is ~5× faster at
+    # d = 31 than scattering into (S, d, d)
+    A = np.zeros((d * d, S))
+    A[np.arange(d) * (d + 1)] = diagonal.T
+    if d > 1:
+        rows, cols = np.tril_indices(d, -1)
+        A[rows * d + cols] = normals(keys, rows.size).T
+    return np.ascontiguousarray(A.T).reshape(S, d, d)
 
 
 def _gammas(keys: np.ndarray, shape: np.ndarray) -> np.ndarray:
@@ -262,14 +324,28 @@ def _gammas(keys: np.ndarray, shape: np.ndarray) -> np.ndarray:
     d = (np.where(small, shape + 1.0, shape) if any_small else shape) - 1.0 / 3.0
     c = 1.0 / np.sqrt(9.0 * d)
     gkeys = subkeys(keys, 0)
+    if _counter is not None:
+        out = np.empty(keys.size)
+        _counter.gammas(_flat_keys(gkeys), np.ascontiguousarray(d, dtype=float),
+                        np.ascontiguousarray(c, dtype=float), out)
+    else:
+        out = _gamma_candidates_numpy(gkeys, d, c)
+    if any_small:
+        ub = uniforms(subkeys(keys[small], 1), 1)[:, 0]
+        out[small] *= ub ** (1.0 / shape[small])
+    return out
+
+
+def _gamma_candidates_numpy(gkeys: np.ndarray, d: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """The first accepted Marsaglia–Tsang candidate ``d·v`` of each key (numpy)."""
     # Candidate 0 of every key in one pass (accepted for > 95 % of draws at shape ≥ 1), on
     # contiguous arrays; the rejected keys then take candidates four at a time.
-    u01 = uniforms(gkeys, 2)
+    u01 = _uniforms_numpy(gkeys, 2)
     out = _marsaglia_tsang(special.ndtri(u01[:, 0]), u01[:, 1], d, c)
     todo = np.flatnonzero(np.isnan(out))
     j0 = 1
     while todo.size:
-        u01 = uniforms(gkeys[todo], 8, offset=2 * j0)
+        u01 = _uniforms_numpy(gkeys[todo], 8, offset=2 * j0)
         dt, ct = d[todo, None], c[todo, None]
         cand = _marsaglia_tsang(special.ndtri(u01[:, 0::2]), u01[:, 1::2], dt, ct)
         ok = ~np.isnan(cand)
@@ -279,9 +355,6 @@ def _gammas(keys: np.ndarray, shape: np.ndarray) -> np.ndarray:
         out[todo[hit]] = cand[rows, first][hit]
         todo = todo[~hit]
         j0 += 4
-    if any_small:
-        ub = uniforms(subkeys(keys[small], 1), 1)[:, 0]
-        out[small] *= ub ** (1.0 / shape[small])
     return out
 
 

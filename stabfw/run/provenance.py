@@ -8,6 +8,8 @@ import platform
 import sys
 from importlib import metadata
 
+from stabfw.core.streams import COMPILED
+
 __all__ = ["VERSION", "environment"]
 
 #: stabfw's own version (also ``stabfw.__version__``).
@@ -31,10 +33,12 @@ def _installed() -> tuple[tuple[str, str], ...]:
 
 
 def environment() -> dict[str, object]:
-    """Package versions (those installed), Python, platform and a UTC timestamp."""
+    """Package versions (those installed), Python, platform, whether the counter-based draws
+    ran compiled (the same numbers either way), and a UTC timestamp."""
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": dict(_installed()),
+        "compiled_draws": COMPILED,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

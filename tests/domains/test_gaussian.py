@@ -11,6 +11,7 @@ import pytest
 from scipy import special
 
 import stabfw
+from stabfw.core import streams
 from stabfw.domains.gaussian import GaussianLoop, GaussianState
 from stabfw.errors import ConfigError
 
@@ -113,6 +114,22 @@ def test_vectorised_and_per_seed_paths_agree(covariance, policy, lam):
     cols = [c for c in per_seed.metrics.columns]
     np.testing.assert_allclose(vec.metrics[cols].to_numpy(float),
                                per_seed.metrics[cols].to_numpy(float), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.skipif(not streams.COMPILED, reason="stabfw.core._counter not built")
+@pytest.mark.parametrize("policy", ["fully_synthetic", "accumulate", "fresh_real"])
+def test_a_build_without_the_compiled_draws_gives_the_same_numbers(policy, monkeypatch):
+    # d = 4 and n = 5 reach the Bartlett draws (m = n), their chi-square of shape < 1
+    # (χ²_{n−1−i} at i = 3 has one degree of freedom) and the direct draws (m ≤ d at λ = 0.5)
+    loop = GaussianLoop(dim=4, n=5)
+    kw = {"policy": policy, "generations": 5, "seeds": 40, "vectorize": "always"}
+    if policy != "fully_synthetic":
+        kw["lam"] = 0.5
+    fast = _run(loop, **kw)
+    monkeypatch.setattr(streams, "_counter", None)
+    slow = _run(loop, **kw)
+    np.testing.assert_array_equal(fast.params, slow.params)
+    np.testing.assert_array_equal(fast.metrics.to_numpy(float), slow.metrics.to_numpy(float))
 
 
 def test_samples_are_exactly_gaussian_with_the_fitted_parameters():

@@ -94,3 +94,65 @@ def test_stream_generators_have_the_right_law_across_streams():
     u = np.array([streams.stream(s, 1, "generate").random() for s in range(3000)])
     assert stats.kstest(u, "uniform").pvalue > 1e-3
     assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 5 / np.sqrt(u.size)
+
+
+# --- the compiled draws (stabfw/core/_counter.c) against the numpy code they replace ------
+compiled = pytest.mark.skipif(not streams.COMPILED, reason="stabfw.core._counter not built")
+
+
+@pytest.fixture
+def numpy_draws(monkeypatch):
+    """Draw with the numpy code alone, as a build without a C compiler does."""
+    monkeypatch.setattr(streams, "_counter", None)
+
+
+@compiled
+def test_compiled_uniforms_and_normals_equal_the_numpy_ones_bit_for_bit():
+    keys = streams.stream_keys(np.arange(20_000), 4, "bits")
+    for n, offset in [(1, 0), (37, 0), (5, 2**40)]:
+        u = streams._uniforms_numpy(keys, n, offset)
+        np.testing.assert_array_equal(streams.uniforms(keys, n, offset), u)
+        np.testing.assert_array_equal(streams.normals(keys, n, offset), special.ndtri(u))
+    assert streams.normals(keys[:0], 3).shape == (0, 3)
+
+
+@compiled
+def test_compiled_ndtri_is_scipys_in_every_branch():
+    # the central branch, both tails to exp(-32) and the far tail past it, and their edges
+    y = np.concatenate([np.linspace(1e-3, 1 - 1e-3, 20_001), np.geomspace(1e-300, 0.2, 20_001),
+                        1 - np.geomspace(1e-16, 0.2, 5_001),
+                        [np.exp(-2), 1 - np.exp(-2), np.exp(-32), np.nextafter(np.exp(-2), 1)]])
+    out = np.empty_like(y)
+    streams._counter.ndtri(y, out)
+    np.testing.assert_array_equal(out, special.ndtri(y))
+
+
+@compiled
+@pytest.mark.parametrize("shape", [0.3, 0.5, 1.0, 1.5, 4.5, 49.5])
+def test_compiled_gammas_equal_the_numpy_ones_bit_for_bit(shape, monkeypatch):
+    keys = streams.stream_keys(np.arange(30_000), 2, f"gamma{shape}")
+    fast = streams.chisquares(keys, 2 * shape)
+    monkeypatch.setattr(streams, "_counter", None)
+    np.testing.assert_array_equal(fast, streams.chisquares(keys, 2 * shape))
+
+
+@compiled
+@pytest.mark.parametrize("d", [1, 2, 7])
+def test_compiled_tril_normals_equal_the_numpy_ones(d, monkeypatch):
+    keys = streams.stream_keys(np.arange(500), 1, "tril")
+    diag = np.arange(1.0, 500 * d + 1).reshape(500, d)
+    fast = streams.tril_normals(keys, diag)
+    monkeypatch.setattr(streams, "_counter", None)
+    slow = streams.tril_normals(keys, diag)
+    np.testing.assert_array_equal(fast, slow)
+    # and the layout the docstring promises, read off the numpy draws
+    rows, cols = np.tril_indices(d, -1)
+    np.testing.assert_array_equal(slow[:, rows, cols], streams.normals(keys, rows.size))
+    np.testing.assert_array_equal(np.diagonal(slow, axis1=1, axis2=2), diag)
+    assert not np.triu(slow, 1).any()
+
+
+def test_draws_without_the_compiled_code_keep_their_laws(numpy_draws):
+    keys = streams.stream_keys(np.arange(20_000), 0, "fallback")
+    assert stats.kstest(streams.normals(keys, 5).ravel(), "norm").pvalue > 1e-3
+    assert stats.kstest(streams.chisquares(keys, 3.0), "chi2", args=(3.0,)).pvalue > 1e-3
