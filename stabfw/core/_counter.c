@@ -129,7 +129,9 @@ static inline double gamma_mt(uint64_t key, double d, double c)
         double u = uniform(key, 2 * j + 2);
         double v = 1.0 + c * z;
         v = v * v * v;
-        if (v > 0 && log(u) < 0.5 * z * z + d - d * v + d * log(v))
+        /* the squeeze first: it implies the exact test, and spares its two logarithms */
+        if (v > 0 && (u < 1.0 - 0.0331 * (z * z) * (z * z) ||
+                      log(u) < 0.5 * z * z + d - d * v + d * log(v)))
             return d * v;
     }
 }
@@ -267,9 +269,15 @@ static PyObject *bartlett(PyObject *self, PyObject *args)
     const uint64_t *k = keys.buf;
     const double *dg = diag.buf;
     double *o = out.buf;
-    Py_BEGIN_ALLOW_THREADS
     double *z = (d > 1) ? malloc((size_t)(d * (d - 1) / 2) * sizeof(double)) : NULL;
-    for (Py_ssize_t s = 0; s < m && (d <= 1 || z); s++) {
+    if (d > 1 && !z) {
+        PyBuffer_Release(&keys);
+        PyBuffer_Release(&diag);
+        PyBuffer_Release(&out);
+        return PyErr_NoMemory();
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t s = 0; s < m; s++) {
         double *a = o + s * d * d, *next = z;
         fill(k[s], d * (d - 1) / 2, 0, 1, z);
         for (Py_ssize_t i = 0; i < d; i++) {
@@ -280,13 +288,11 @@ static PyObject *bartlett(PyObject *self, PyObject *args)
                 a[i * d + j] = 0.0;
         }
     }
-    free(z);
     Py_END_ALLOW_THREADS
+    free(z);
     PyBuffer_Release(&keys);
     PyBuffer_Release(&diag);
     PyBuffer_Release(&out);
-    if (d > 1 && !z)
-        return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 

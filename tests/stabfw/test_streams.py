@@ -1,3 +1,6 @@
+import shutil
+import sysconfig
+
 import numpy as np
 import pytest
 from scipy import special, stats
@@ -98,6 +101,16 @@ def test_stream_generators_have_the_right_law_across_streams():
 
 # --- the compiled draws (stabfw/core/_counter.c) against the numpy code they replace ------
 compiled = pytest.mark.skipif(not streams.COMPILED, reason="stabfw.core._counter not built")
+
+
+def test_the_compiled_draws_are_built_wherever_a_c_compiler_is():
+    # the extension is optional (setup.py), so a compile error would only show as a warning
+    # in pip's log and a silent fall back to the slower numpy draws: this test is the alarm
+    cc = (sysconfig.get_config_var("CC") or "").split()
+    if not cc or shutil.which(cc[0]) is None:
+        pytest.skip("no C compiler: the numpy draws are the ones in use")
+    assert streams.COMPILED, ("stabfw/core/_counter.c did not build; `pip install -v -e .` "
+                              "shows the compiler's error")
 
 
 @pytest.fixture
