@@ -86,7 +86,7 @@ static inline double poly1(double x, const double *c, int degree)
     return a;
 }
 
-/* the central branch of ndtri, on y already reflected as ndtri does (see ndtri_block) */
+/* the central branch of ndtri, on y already reflected as ndtri reflects it */
 static inline double ndtri_central(double y)
 {
     y = y - 0.5;
@@ -138,21 +138,29 @@ static inline double gamma_mt(uint64_t key, double d, double c)
     }
 }
 
-/* The argument buffers: keys (uint64), then float64 inputs, then the float64 output. */
-static int get(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize,
-               Py_ssize_t count, const char *what)
+/* --- the Python interface: numpy arrays in and out through the buffer protocol -------- */
+
+/* v = the buffer of obj: C-contiguous 8-byte items, `count` of them (any number if < 0) */
+static int view(PyObject *obj, Py_buffer *v, int writable, Py_ssize_t count, const char *what)
 {
-    if (PyObject_GetBuffer(obj, view, (writable ? PyBUF_WRITABLE : 0) | PyBUF_C_CONTIGUOUS) < 0)
+    if (PyObject_GetBuffer(obj, v, (writable ? PyBUF_WRITABLE : 0) | PyBUF_C_CONTIGUOUS) < 0)
         return -1;
-    if (view->itemsize != itemsize || view->len != count * itemsize) {
-        PyErr_Format(PyExc_ValueError, "%s: expected %zd items of %zd bytes", what, count,
-                     itemsize);
-        PyBuffer_Release(view);
+    if (v->itemsize != 8 || v->len % 8 || (count >= 0 && v->len != count * 8)) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %zd items of 8 bytes", what,
+                     count >= 0 ? count : v->len / 8);
+        PyBuffer_Release(v);
         return -1;
     }
     return 0;
 }
 
+static void release(Py_buffer *v, int n)
+{
+    for (int i = 0; i < n; i++)
+        PyBuffer_Release(&v[i]);
+}
+
+/* uniforms or normals: out[i, j] = draw offset + j + 1 of keys[i] */
 static PyObject *draw_many(PyObject *args, int normal)
 {
     PyObject *keys_o, *out_o;
@@ -160,128 +168,110 @@ static PyObject *draw_many(PyObject *args, int normal)
     unsigned long long offset;
     if (!PyArg_ParseTuple(args, "OnKO", &keys_o, &n, &offset, &out_o))
         return NULL;
-    Py_buffer keys, out;
-    if (PyObject_GetBuffer(keys_o, &keys, PyBUF_C_CONTIGUOUS) < 0)
+    Py_buffer v[2];
+    if (view(keys_o, &v[0], 0, -1, "keys") < 0)
         return NULL;
-    Py_ssize_t m = keys.len / 8;
-    if (keys.itemsize != 8 || get(out_o, &out, 1, 8, m * n, "out") < 0) {
-        if (keys.itemsize != 8)
-            PyErr_SetString(PyExc_ValueError, "keys: expected uint64");
-        PyBuffer_Release(&keys);
+    Py_ssize_t m = v[0].len / 8;
+    if (view(out_o, &v[1], 1, m * n, "out") < 0) {
+        release(v, 1);
         return NULL;
     }
-    const uint64_t *k = keys.buf;
-    double *o = out.buf;
+    const uint64_t *k = v[0].buf;
+    double *o = v[1].buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < m; i++)
         fill(k[i], n, offset, normal, o + i * n);
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&keys);
-    PyBuffer_Release(&out);
+    release(v, 2);
     Py_RETURN_NONE;
 }
 
 static PyObject *uniforms(PyObject *self, PyObject *args) { return draw_many(args, 0); }
+static PyObject *normals(PyObject *self, PyObject *args) { return draw_many(args, 1); }
 
-/* ndtri(y, out) on any float64 y in (0, 1): lets the tests reach the far tails, which the
- * uniforms above reach once in ~1e14 draws */
+/* ndtri(y, out) on any float64 y: lets the tests reach the far tails, which the uniforms
+ * above reach once in ~1e14 draws; NaN outside (0, 1) */
 static PyObject *ndtri_of(PyObject *self, PyObject *args)
 {
     PyObject *y_o, *out_o;
     if (!PyArg_ParseTuple(args, "OO", &y_o, &out_o))
         return NULL;
-    Py_buffer y, out;
-    if (PyObject_GetBuffer(y_o, &y, PyBUF_C_CONTIGUOUS) < 0)
+    Py_buffer v[2];
+    if (view(y_o, &v[0], 0, -1, "y") < 0)
         return NULL;
-    if (y.itemsize != 8 || get(out_o, &out, 1, 8, y.len / 8, "out") < 0) {
-        if (y.itemsize != 8)
-            PyErr_SetString(PyExc_ValueError, "y: expected float64");
-        PyBuffer_Release(&y);
+    Py_ssize_t m = v[0].len / 8;
+    if (view(out_o, &v[1], 1, m, "out") < 0) {
+        release(v, 1);
         return NULL;
     }
-    const double *yy = y.buf;
-    double *o = out.buf;
-    for (Py_ssize_t i = 0; i < y.len / 8; i++)
-        o[i] = (yy[i] > 0.0 && yy[i] < 1.0) ? ndtri(yy[i]) : NAN;
-    PyBuffer_Release(&y);
-    PyBuffer_Release(&out);
+    const double *y = v[0].buf;
+    double *o = v[1].buf;
+    for (Py_ssize_t i = 0; i < m; i++)
+        o[i] = (y[i] > 0.0 && y[i] < 1.0) ? ndtri(y[i]) : NAN;
+    release(v, 2);
     Py_RETURN_NONE;
 }
-static PyObject *normals(PyObject *self, PyObject *args) { return draw_many(args, 1); }
 
+/* gammas(keys, d, c, out): out[i] = Marsaglia-Tsang's draw for keys[i], d[i], c[i] */
 static PyObject *gammas(PyObject *self, PyObject *args)
 {
-    PyObject *keys_o, *d_o, *c_o, *out_o;
-    if (!PyArg_ParseTuple(args, "OOOO", &keys_o, &d_o, &c_o, &out_o))
+    PyObject *o_[4];
+    if (!PyArg_ParseTuple(args, "OOOO", &o_[0], &o_[1], &o_[2], &o_[3]))
         return NULL;
-    Py_buffer keys, d, c, out;
-    if (PyObject_GetBuffer(keys_o, &keys, PyBUF_C_CONTIGUOUS) < 0)
-        return NULL;
-    Py_ssize_t m = keys.len / 8;
-    if (get(d_o, &d, 0, 8, m, "d") < 0) {
-        PyBuffer_Release(&keys);
-        return NULL;
+    static const char *what[4] = {"keys", "d", "c", "out"};
+    Py_buffer v[4];
+    Py_ssize_t m = -1;
+    for (int i = 0; i < 4; i++) {
+        if (view(o_[i], &v[i], i == 3, m, what[i]) < 0) {
+            release(v, i);
+            return NULL;
+        }
+        m = v[0].len / 8;
     }
-    if (get(c_o, &c, 0, 8, m, "c") < 0) {
-        PyBuffer_Release(&keys);
-        PyBuffer_Release(&d);
-        return NULL;
-    }
-    if (get(out_o, &out, 1, 8, m, "out") < 0) {
-        PyBuffer_Release(&keys);
-        PyBuffer_Release(&d);
-        PyBuffer_Release(&c);
-        return NULL;
-    }
-    const uint64_t *k = keys.buf;
-    const double *dd = d.buf, *cc = c.buf;
-    double *o = out.buf;
+    const uint64_t *k = v[0].buf;
+    const double *d = v[1].buf, *c = v[2].buf;
+    double *o = v[3].buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < m; i++)
-        o[i] = gamma_mt(k[i], dd[i], cc[i]);
+        o[i] = gamma_mt(k[i], d[i], c[i]);
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&keys);
-    PyBuffer_Release(&d);
-    PyBuffer_Release(&c);
-    PyBuffer_Release(&out);
+    release(v, 4);
     Py_RETURN_NONE;
 }
 
-/* Bartlett's lower-triangular factor, one (d, d) matrix per key: the diagonal given, the
- * entries below it normals(keys, d (d - 1) / 2) in row-major order of np.tril_indices */
+/* bartlett(keys, d, diag, out): one lower-triangular (d, d) matrix per key, the diagonal
+ * given and normals(keys, d (d - 1) / 2) below it in the row-major order of np.tril_indices */
 static PyObject *bartlett(PyObject *self, PyObject *args)
 {
     PyObject *keys_o, *diag_o, *out_o;
     Py_ssize_t d;
     if (!PyArg_ParseTuple(args, "OnOO", &keys_o, &d, &diag_o, &out_o))
         return NULL;
-    Py_buffer keys, diag, out;
-    if (PyObject_GetBuffer(keys_o, &keys, PyBUF_C_CONTIGUOUS) < 0)
+    Py_buffer v[3];
+    if (view(keys_o, &v[0], 0, -1, "keys") < 0)
         return NULL;
-    Py_ssize_t m = keys.len / 8;
-    if (get(diag_o, &diag, 0, 8, m * d, "diag") < 0) {
-        PyBuffer_Release(&keys);
-        return NULL;
-    }
-    if (get(out_o, &out, 1, 8, m * d * d, "out") < 0) {
-        PyBuffer_Release(&keys);
-        PyBuffer_Release(&diag);
+    Py_ssize_t m = v[0].len / 8, below = d * (d - 1) / 2;
+    if (view(diag_o, &v[1], 0, m * d, "diag") < 0) {
+        release(v, 1);
         return NULL;
     }
-    const uint64_t *k = keys.buf;
-    const double *dg = diag.buf;
-    double *o = out.buf;
-    double *z = (d > 1) ? malloc((size_t)(d * (d - 1) / 2) * sizeof(double)) : NULL;
-    if (d > 1 && !z) {
-        PyBuffer_Release(&keys);
-        PyBuffer_Release(&diag);
-        PyBuffer_Release(&out);
+    if (view(out_o, &v[2], 1, m * d * d, "out") < 0) {
+        release(v, 2);
+        return NULL;
+    }
+    double *z = malloc((size_t)(below > 0 ? below : 1) * sizeof(double));
+    if (!z) {
+        release(v, 3);
         return PyErr_NoMemory();
     }
+    const uint64_t *k = v[0].buf;
+    const double *dg = v[1].buf;
+    double *o = v[2].buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t s = 0; s < m; s++) {
-        double *a = o + s * d * d, *next = z;
-        fill(k[s], d * (d - 1) / 2, 0, 1, z);
+        double *a = o + s * d * d;
+        const double *next = z;
+        fill(k[s], below, 0, 1, z);
         for (Py_ssize_t i = 0; i < d; i++) {
             for (Py_ssize_t j = 0; j < i; j++)
                 a[i * d + j] = *next++;
@@ -292,9 +282,7 @@ static PyObject *bartlett(PyObject *self, PyObject *args)
     }
     Py_END_ALLOW_THREADS
     free(z);
-    PyBuffer_Release(&keys);
-    PyBuffer_Release(&diag);
-    PyBuffer_Release(&out);
+    release(v, 3);
     Py_RETURN_NONE;
 }
 
@@ -317,4 +305,16 @@ static struct PyModuleDef module = {
     "Compiled counter-based draws; see stabfw.core.streams.", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__counter(void) { return PyModule_Create(&module); }
+/* What these draws are: streams.py refuses a module built from another version of this file
+ * (an in-place build that was not redone). Raise it with any change to what is drawn. */
+#define DRAWS_VERSION 1
+
+PyMODINIT_FUNC PyInit__counter(void)
+{
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "DRAWS_VERSION", DRAWS_VERSION) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

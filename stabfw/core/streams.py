@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,6 +31,14 @@ from scipy import special
 try:  # the draws below, compiled (setup.py); without it numpy gives the same numbers, slower
     import stabfw.core._counter as _counter
 except ImportError:  # pragma: no cover - a build without a C compiler
+    _counter = None
+
+#: The version of ``_counter.c`` this module draws with (its ``DRAWS_VERSION``).
+_DRAWS_VERSION = 1
+if _counter is not None and getattr(_counter, "DRAWS_VERSION", None) != _DRAWS_VERSION:
+    warnings.warn(f"{_counter.__file__} was built from another version of "
+                  "stabfw/core/_counter.c; the draws come from numpy until it is rebuilt "
+                  "(pip install -e . in the repository)", RuntimeWarning, stacklevel=1)
     _counter = None
 
 __all__ = [

@@ -1,4 +1,6 @@
 import shutil
+import subprocess
+import sys
 import sysconfig
 
 import numpy as np
@@ -111,6 +113,22 @@ def test_the_compiled_draws_are_built_wherever_a_c_compiler_is():
         pytest.skip("no C compiler: the numpy draws are the ones in use")
     assert streams.COMPILED, ("stabfw/core/_counter.c did not build; `pip install -v -e .` "
                               "shows the compiler's error")
+
+
+def test_a_compiled_module_of_another_version_is_not_used():
+    # a stale in-place build (the .c changed, pip install -e . not redone): a warning, and numpy
+    code = ("import sys, types, warnings\n"
+            "stale = types.ModuleType('stabfw.core._counter')\n"
+            "stale.__file__, stale.DRAWS_VERSION = 'old/_counter.so', 0\n"
+            "sys.modules['stabfw.core._counter'] = stale\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    from stabfw.core import streams\n"
+            "assert not streams.COMPILED, 'stale module used'\n"
+            "assert any('old/_counter.so' in str(x.message) for x in w), [str(x.message) for x in w]\n"
+            "streams.normals(streams.stream_keys([1], 0, 'x'), 3)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.fixture
