@@ -105,8 +105,11 @@ def machine() -> str:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         gpu = f", GPU {torch.cuda.get_device_name(0)}"
+    streams = sys.modules.get("stabfw.core.streams")  # the Gaussian rows depend on it
+    draws = "" if streams is None else (", counter-based draws compiled" if streams.COMPILED
+                                        else ", counter-based draws in numpy (not compiled)")
     return (f"{platform.platform()}, Python {platform.python_version()}, {cores} cores "
-            f"usable, load average {load}{gpu}")
+            f"usable, load average {load}{gpu}{draws}")
 
 
 def render(rows: list[dict[str, Any]], when: str = "", where: str = "") -> str:
