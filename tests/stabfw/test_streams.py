@@ -131,12 +131,6 @@ def test_a_compiled_module_of_another_version_is_not_used():
     assert done.returncode == 0, done.stderr
 
 
-@pytest.fixture
-def numpy_draws(monkeypatch):
-    """Draw with the numpy code alone, as a build without a C compiler does."""
-    monkeypatch.setattr(streams, "_counter", None)
-
-
 @compiled
 def test_compiled_uniforms_and_normals_equal_the_numpy_ones_bit_for_bit():
     keys = streams.stream_keys(np.arange(20_000), 4, "bits")
@@ -183,7 +177,8 @@ def test_compiled_tril_normals_equal_the_numpy_ones(d, monkeypatch):
     assert not np.triu(slow, 1).any()
 
 
-def test_draws_without_the_compiled_code_keep_their_laws(numpy_draws):
+def test_draws_without_the_compiled_code_keep_their_laws(monkeypatch):
+    monkeypatch.setattr(streams, "_counter", None)  # as a build without a C compiler draws
     keys = streams.stream_keys(np.arange(20_000), 0, "fallback")
     assert stats.kstest(streams.normals(keys, 5).ravel(), "norm").pvalue > 1e-3
     assert stats.kstest(streams.chisquares(keys, 3.0), "chi2", args=(3.0,)).pvalue > 1e-3
