@@ -327,8 +327,8 @@ class AnomalyLoop(SelfConsumingLoop):
         y, src = data.y, data.source
         n = max(len(data), 1)
         info = {
-            "train_anomaly_frac": float(np.sum(y == 1) / n),
-            "train_self_selected_frac": float(np.sum(src != TRUSTED) / n),
+            "train_anomaly_frac": int(np.count_nonzero(y == 1)) / n,
+            "train_self_selected_frac": int(np.count_nonzero(src != TRUSTED)) / n,
             "cumulative_anomalies": float(stats.cumulative_anomalies if stats else 0),
         }
         if stats is not None:
@@ -371,9 +371,9 @@ class AnomalyLoop(SelfConsumingLoop):
         """
         self._setup()
         prior = int(state.info.get("cumulative_anomalies", 0))
-        empty = self._batch(np.empty(0, np.int64), ADMITTED)
         if n <= 0:
-            return empty, StreamStats(cumulative_anomalies=prior)
+            return (self._batch(np.empty(0, np.int64), ADMITTED),
+                    StreamStats(cumulative_anomalies=prior))
         cap = max(math.ceil(self.max_inspect_factor * n), n)
         pools = (_Shuffled(self._split.stream_normal, rng),
                  _Shuffled(self._split.stream_anomaly, rng))
@@ -385,13 +385,14 @@ class AnomalyLoop(SelfConsumingLoop):
             size = min(chunk, cap - n_seen)
             is_anom = rng.random(size) < self.contamination
             r = np.empty(size, dtype=np.int64)
-            r[~is_anom] = pools[0].take(int(np.sum(~is_anom)))
-            r[is_anom] = pools[1].take(int(np.sum(is_anom)))
+            n_anom = int(np.count_nonzero(is_anom))  # np.sum costs a bool array 10× more
+            r[~is_anom] = pools[0].take(size - n_anom)
+            r[is_anom] = pools[1].take(n_anom)
             s = scored[r]
             rows.append(r)
             scores.append(s)
             n_seen += size
-            n_ok += int(np.sum(s <= state.threshold))
+            n_ok += int(np.count_nonzero(s <= state.threshold))
         rows_all, s_all = np.concatenate(rows), np.concatenate(scores)
         ok = s_all <= state.threshold
         if n_ok >= n:
@@ -406,11 +407,11 @@ class AnomalyLoop(SelfConsumingLoop):
             take = np.sort(np.concatenate([np.flatnonzero(ok), extra]))
             forced = extra.size
         labels = self._y[rows_all]
-        n_anom_taken = int(np.sum(labels[take] == 1))
-        forced_anom = int(np.sum(labels[extra] == 1)) if forced else 0
+        n_anom_taken = int(np.count_nonzero(labels[take] == 1))
+        forced_anom = int(np.count_nonzero(labels[extra] == 1)) if forced else 0
         stats = StreamStats(
             inspected=int(rows_all.size),
-            inspected_anomalies=int(np.sum(labels == 1)),
+            inspected_anomalies=int(np.count_nonzero(labels == 1)),
             admitted=int(take.size),
             admitted_anomalies=n_anom_taken,
             forced=int(forced),
