@@ -227,9 +227,30 @@ class _Health:
 class _Progress:
     """Where a run is (for errors and Ctrl-C) and the blocks it has completed."""
 
+    generations: int
     blocks: list[dict[str, Any]] = field(default_factory=list)
     seed: int | None = None
     generation: int | None = None
+    #: θ of every seed and generation, (seeds, generations + 1, len θ), filled as blocks
+    #: complete: a block's ``thetas`` is a view of it, so the end of a run stacks nothing
+    #: (which would hold every θ twice)
+    params: np.ndarray | None = None
+
+    def add(self, theta: np.ndarray, columns: dict[str, np.ndarray],
+            info: dict[str, Any]) -> None:
+        """Keep the next generation's block."""
+        t = len(self.blocks)
+        if self.params is None:
+            self.params = np.empty((theta.shape[0], self.generations + 1, theta.shape[1]))
+        self.params[:, t] = theta
+        self.blocks.append({"thetas": self.params[:, t], "columns": columns, "info": info})
+
+    def thetas(self) -> np.ndarray:
+        """θ of the completed generations, (seeds, generations completed, len θ)."""
+        n = len(self.blocks)
+        if self.params is None:
+            return np.empty((0, 0, 0))
+        return self.params if n == self.params.shape[1] else self.params[:, :n].copy()
 
 
 # --- the runner ---------------------------------------------------------------------------
@@ -392,7 +413,9 @@ def _run(loop, cfg, fp, out, ckpt, saved, progress, record, callbacks) -> Trajec
     bar = _progress(cfg.generations, "retraining" + (" (vectorised)" if vectorized else ""),
                     progress)
     bar.update(max(start - 1, 0))
-    where = _Progress(blocks=[] if saved is None else list(saved[1]))
+    where = _Progress(cfg.generations)
+    for b in [] if saved is None else saved[1]:
+        where.add(b["thetas"], b["columns"], b["info"])
 
     def done(t: int, state: dict[str, Any], theta: np.ndarray,
              columns: dict[str, np.ndarray], events: list[dict[str, Any]]) -> None:
@@ -400,7 +423,7 @@ def _run(loop, cfg, fp, out, ckpt, saved, progress, record, callbacks) -> Trajec
         info = {"events": events, **health.state()}
         if ckpt is not None:
             ckpt.save(t, state, theta, columns, info)
-        where.blocks.append({"thetas": theta, "columns": columns, "info": info})
+        where.add(theta, columns, info)
         if t > 0:
             bar.update(1)
         if callbacks:
@@ -425,7 +448,7 @@ def _run(loop, cfg, fp, out, ckpt, saved, progress, record, callbacks) -> Trajec
     elapsed = time.perf_counter() - t0
     where.seed = where.generation = None  # from here on: writing the results
 
-    traj = _trajectory(loop, cfg, fp, seeds, where.blocks, recorded, health.events, meta={
+    traj = _trajectory(loop, cfg, fp, seeds, where, recorded, health.events, meta={
         "path": "vectorized" if vectorized else "per_seed",
         "seconds": round(elapsed, 3),
         "resumed_from_generation": None if saved is None else start - 1,
@@ -450,9 +473,9 @@ def _run(loop, cfg, fp, out, ckpt, saved, progress, record, callbacks) -> Trajec
     return traj
 
 
-def _trajectory(loop, cfg, fp, seeds, blocks, recorded, events, meta) -> Trajectory:
-    """The trajectory of the completed ``blocks`` (seed-major rows, like a finished run)."""
-    S = len(seeds)
+def _trajectory(loop, cfg, fp, seeds, where, recorded, events, meta) -> Trajectory:
+    """The trajectory of the completed blocks (seed-major rows, like a finished run)."""
+    S, blocks = len(seeds), where.blocks
     names: dict[str, None] = {}
     for b in blocks:
         names.update(dict.fromkeys(b["columns"]))
@@ -462,10 +485,8 @@ def _trajectory(loop, cfg, fp, seeds, blocks, recorded, events, meta) -> Traject
         columns[k] = np.concatenate(parts) if parts else np.empty(0)
     # generation-major blocks -> seed-major rows, seeds in the config's order
     metrics = pd.DataFrame({k: v.reshape(len(blocks), S).T.ravel() for k, v in columns.items()})
-    params = (np.stack([b["thetas"] for b in blocks], axis=1) if blocks
-              else np.empty((S, 0, 0)))
     return Trajectory(
-        params=params, metrics=metrics, seeds=seeds, config=recorded, environment=environment(),
+        params=where.thetas() if blocks else np.empty((S, 0, 0)), metrics=metrics, seeds=seeds, config=recorded, environment=environment(),
         meta={**meta, "domain": repr(loop), "fingerprint": fp.digest,
               # what each metric measures, so a saved run's verdict can tell collapse
               "metric_info": {k: v.to_dict() for k, v in (loop.metric_info() or {}).items()},
@@ -476,7 +497,7 @@ def _partial(loop, cfg, fp, seeds, where, recorded) -> Trajectory | None:
     if not where.blocks:
         return None
     events = [e for b in where.blocks for e in (b["info"].get("events") or [])]
-    return _trajectory(loop, cfg, fp, seeds, where.blocks, recorded, events,
+    return _trajectory(loop, cfg, fp, seeds, where, recorded, events,
                        meta={"partial": True, "generations_completed": len(where.blocks) - 1})
 
 
