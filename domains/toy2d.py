@@ -324,6 +324,15 @@ class Toy2DFlowLoop(SelfConsumingLoop):
         return theta
 
     def fit(self, data: Any, init: FlowState | None, rng: np.random.Generator) -> FlowState:
+        from threadpoolctl import threadpool_limits
+
+        # One BLAS thread: between torch's evaluations L-BFGS-B's threaded OpenBLAS and
+        # torch's OpenMP pool spin against each other (2 cores: a refit of two_moons_flow
+        # took 5.5 s, 1.2 s with this), and the fit's path no longer depends on the core count
+        with threadpool_limits(1, user_api="blas"):
+            return self._fit(data, init, rng)
+
+    def _fit(self, data: Any, init: FlowState | None, rng: np.random.Generator) -> FlowState:
         import torch
         from scipy.optimize import minimize
 
