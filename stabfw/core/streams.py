@@ -86,7 +86,8 @@ def _mix_int(z: int) -> int:
 
 
 _SHAKE = hashlib.shake_128(b"stabfw.stream.seed\x00")  # copied per key: cheaper than a new one
-_WORD_SIZES = {np.uint32: 4, np.uint64: 8}
+# word type -> its dtype object (frombuffer takes one faster than the type)
+_WORDS = {np.uint32: np.dtype(np.uint32), np.uint64: np.dtype(np.uint64)}
 _LITTLE = sys.byteorder == "little"
 _SPAWN_BASE = 1 << 20  # child numbers of Generator.spawn, clear of the domains' sub-streams
 
@@ -114,12 +115,12 @@ class _KeyedSeedSequence(ISpawnableSeedSequence):
         self.n_children_spawned = 0
 
     def generate_state(self, n_words: int, dtype=np.uint32) -> np.ndarray:
-        size = _WORD_SIZES.get(dtype) or _WORD_SIZES.get(np.dtype(dtype).type)
-        if size is None:
+        word = _WORDS.get(dtype) or _WORDS.get(np.dtype(dtype).type)
+        if word is None:
             raise ValueError("only uint32 and uint64 are supported")
         h = _SHAKE.copy()
         h.update(self.key.to_bytes(8, "little"))
-        words = np.frombuffer(h.digest(int(n_words) * size), dtype=dtype)
+        words = np.frombuffer(h.digest(int(n_words) * word.itemsize), word)  # (a keyword: 2× dearer)
         return words if _LITTLE else words.byteswap()
 
     def spawn(self, n_children: int) -> list[_KeyedSeedSequence]:

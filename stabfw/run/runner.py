@@ -485,7 +485,8 @@ def _trajectory(loop, cfg, fp, seeds, where, recorded, events, meta) -> Trajecto
                             for b in blocks], axis=1).ravel() for k in names}
     metrics = pd.DataFrame(columns, copy=False)
     return Trajectory(
-        params=where.thetas() if blocks else np.empty((S, 0, 0)), metrics=metrics, seeds=seeds, config=recorded, environment=environment(),
+        params=where.thetas() if blocks else np.empty((S, 0, 0)), metrics=metrics,
+        seeds=seeds, config=recorded, environment=environment(),
         meta={**meta, "domain": repr(loop), "fingerprint": fp.digest,
               # what each metric measures, so a saved run's verdict can tell collapse
               "metric_info": {k: v.to_dict() for k, v in (loop.metric_info() or {}).items()},
