@@ -100,6 +100,29 @@ def test_fit_is_an_accurate_argmin_and_warm_start_returns_to_it(flow, fitted):
     np.testing.assert_allclose(again.theta, state.theta, atol=1e-7)
 
 
+def test_the_fit_runs_with_one_blas_thread_and_restores_the_limit(flow, fitted, monkeypatch):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    real, state = fitted
+    seen = []
+    objective = flow._objective
+
+    def spy(data):  # called inside the fit, where L-BFGS-B's BLAS runs
+        seen.extend(blas())
+        return objective(data)
+
+    with threadpool_limits(2, user_api="blas"):
+        before = blas()
+        monkeypatch.setattr(flow, "_objective", spy)
+        flow.fit(real, state, stream(0, 1, "fit"))
+        after = blas()
+    assert seen and set(seen) == {1}
+    assert after == before
+
+
 # --- C2 --------------------------------------------------------------------------------
 def test_c2_methods_agree_with_dense_at_the_fixed_point(at_fixed_point):
     res = at_fixed_point[2]
