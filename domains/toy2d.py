@@ -328,7 +328,7 @@ class Toy2DFlowLoop(SelfConsumingLoop):
 
         # One BLAS thread: between torch's evaluations L-BFGS-B's threaded OpenBLAS and
         # torch's OpenMP pool spin against each other (2 cores: a refit of two_moons_flow
-        # took 5.5 s, 1.2 s with this), and the fit's path no longer depends on the core count
+        # took 5.5 s, ≈ 1 s with this), and the fit's path no longer depends on the core count
         with threadpool_limits(1, user_api="blas"):
             return self._fit(data, init, rng)
 

@@ -246,10 +246,8 @@ class _Progress:
         self.blocks.append({"thetas": self.params[:, t], "columns": columns, "info": info})
 
     def thetas(self) -> np.ndarray:
-        """θ of the completed generations, (seeds, generations completed, len θ)."""
+        """θ of the completed generations (at least one), (seeds, generations, len θ)."""
         n = len(self.blocks)
-        if self.params is None:
-            return np.empty((0, 0, 0))
         return self.params if n == self.params.shape[1] else self.params[:, :n].copy()
 
 
