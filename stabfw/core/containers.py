@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["concat", "size", "take"]
+__all__ = ["concat", "join", "size", "take"]
 
 
 def _is_torch(x: Any) -> bool:
@@ -37,14 +37,19 @@ def size(data: Any) -> int:
 
 def concat(parts: Sequence[Any]) -> Any:
     """Concatenate containers of the same kind along the sample axis; empty parts are skipped."""
-    parts = [p for p in parts if p is not None and size(p) > 0]
+    return join([p for p in parts if p is not None and size(p) > 0])
+
+
+def join(parts: Sequence[Any]) -> Any:
+    """:func:`concat` of parts known to be non-empty (a caller that has their sizes
+    already skips a second pass over them)."""
     if not parts:
         raise ValueError("nothing to concatenate: every part is empty")
     if len(parts) == 1:
         return parts[0]
     first = parts[0]
     if isinstance(first, np.ndarray):
-        return np.concatenate(parts, axis=0)
+        return np.concatenate(parts)  # axis 0 (as a keyword: 0.1 µs more)
     if _is_torch(first):
         import torch
 

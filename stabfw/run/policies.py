@@ -6,10 +6,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from stabfw.core import containers
 from stabfw.core.loop import SelfConsumingLoop
 from stabfw.run.config import RetrainConfig
 
 __all__ = ["TrainingSet", "build_training_set"]
+
+_REPLACE = frozenset({"fixed_real", "fresh_real", "fully_synthetic"})
+_ACCUMULATE = frozenset({"accumulate", "accumulate_subsample"})
 
 
 class TrainingSet(NamedTuple):
@@ -48,16 +52,20 @@ def build_training_set(
         The training set and the pool to carry to the next generation.
     """
     policy = config.policy
-    use_real = real if not config.fully_synthetic else None
-    n_real = loop.data_size(use_real) if use_real is not None else 0
-    if policy in ("fixed_real", "fresh_real", "fully_synthetic"):
-        new_pool, extra = None, synthetic
-    elif policy in ("accumulate", "accumulate_subsample"):
+    if policy in _ACCUMULATE:
         new_pool = extra = synthetic if pool is None else loop.concat([pool, synthetic])
+    elif policy in _REPLACE:
+        new_pool, extra = None, synthetic
     else:  # pragma: no cover - the config schema rejects other names
         raise ValueError(f"unknown policy {policy!r}")
-    n_extra = loop.data_size(extra) if extra is not None else 0
-    data = loop.concat([p for p, k in ((use_real, n_real), (extra, n_extra)) if k > 0])
+    use_real = None if config.fully_synthetic else real
+    size = loop.data_size
+    n_real = size(use_real) if use_real is not None else 0
+    n_extra = size(extra) if extra is not None else 0
+    parts = [p for p, k in ((use_real, n_real), (extra, n_extra)) if k > 0]
+    # the default concat would size the parts again
+    data = (containers.join(parts) if type(loop).concat is SelfConsumingLoop.concat
+            else loop.concat(parts))
     total = n_real + n_extra
     if policy == "accumulate_subsample":
         n0 = loop.data_size(real) if real is not None else 0

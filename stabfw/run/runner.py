@@ -170,6 +170,9 @@ def _lam_effective(n_real: Any, n_syn: Any) -> Any:
 
 def _columns(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     """Row dicts as numeric column arrays, keys in order of first appearance."""
+    first = rows[0].keys() if rows else {}
+    if all(r.keys() == first for r in rows):  # one schema (the usual case): zip the values
+        return {k: np.asarray(v) for k, v in zip(first, zip(*[r.values() for r in rows]))}
     keys: dict[str, None] = {}
     for r in rows:
         keys.update(dict.fromkeys(r))
@@ -553,6 +556,7 @@ class _SeedWork:
         # is a measurable share of a cheap loop's overhead
         self.has_metrics = type(loop).metrics is not SelfConsumingLoop.metrics
         self.reals: dict[int, tuple[Any, int]] = {}  # seed -> (fixed real data, its size)
+        self.fresh = cfg.policy == "fresh_real"
 
     def _at(self, s: int, t: int) -> None:
         if self.where is not None:
@@ -589,20 +593,23 @@ class _SeedWork:
         """Generation ``t`` of seed ``s`` from its state of ``t − 1``:
         ``(state, pool, θ, metrics row)``."""
         loop, step = self.loop, self.step
-        real, n0 = self.fixed(s)
-        if self.cfg.policy == "fresh_real":
+        real, n0 = self.reals.get(s) or self.fixed(s)
+        if self.fresh:
             real = self.real(s, t)
         self._at(s, t)
+        method = None  # the step's stage, then θ: where an exception came from
         try:
             res = step(s, t, state, real, pool, n0)
+            method = "theta"
+            theta = loop.theta(res.state)
         except (StabfwError, KeyboardInterrupt):
             raise
         except Exception as err:
-            method = step.stage or "step"
+            method = method or step.stage or "step"
             raise GenerationError(f"{_where(loop, method, s, t)} raised "
                                   f"{type(err).__name__}: {str(err)[:500]}", seed=s,
                                   generation=t, method=method) from err
-        theta = _theta(loop, _call(loop, "theta", s, t, loop.theta, res.state), s, t)
+        theta = _theta(loop, theta, s, t)
         if theta.shape != theta_star.shape:
             raise LoopError(f"{_where(loop, 'theta', s, t)}: θ changed length from "
                             f"{theta_star.size} (generation 0) to {theta.size}; θ must "
@@ -709,18 +716,20 @@ def _in_process(work: _SeedWork, ids: list[int], start: int, last: int, states: 
                 pools: list[Any], stars: list[Any], stopped: np.ndarray):
     """Generations ``start…last`` of the seeds, one after the other in this process: yields
     ``(t, {seed index: (state, pool, θ, row)})``, skipping the seeds ``stopped`` then."""
-    states, pools, stars = list(states), list(pools), list(stars)
+    # only a checkpoint of a run on workers holds packed states; from here on they are objects
+    states, pools = [_unpacked(x) for x in states], [_unpacked(x) for x in pools]
+    stars = list(stars)
     for t in range(start, last + 1):
         res = {}
-        for i, s in enumerate(ids):
-            if stopped[i]:
+        for i, (s, stop) in enumerate(zip(ids, stopped.tolist())):  # (stopped: between yields)
+            if stop:
                 continue
             if t == 0:
-                res[i] = work.initial(s)
-                stars[i] = res[i][2]
+                r = res[i] = work.initial(s)
+                stars[i] = r[2]
             else:
-                res[i] = work.advance(s, t, _unpacked(states[i]), _unpacked(pools[i]), stars[i])
-            states[i], pools[i] = res[i][:2]
+                r = res[i] = work.advance(s, t, states[i], pools[i], stars[i])
+            states[i], pools[i] = r[0], r[1]
         yield t, res
 
 

@@ -1,3 +1,4 @@
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -175,6 +176,44 @@ def test_compiled_tril_normals_equal_the_numpy_ones(d, monkeypatch):
     np.testing.assert_array_equal(slow[:, rows, cols], streams.normals(keys, rows.size))
     np.testing.assert_array_equal(np.diagonal(slow, axis1=1, axis2=2), diag)
     assert not np.triu(slow, 1).any()
+
+
+@compiled
+def test_compiled_stream_seed_is_hashlibs_shake128():
+    # a PCG64's seed words: the compiled SHAKE-128 against hashlib's, across the rate's
+    # block boundaries (168 bytes) of both the input and the output
+    keys = [0, 1, 2**63, 2**64 - 1, *(int(k) for k in streams.stream_keys(range(300), 0, "x"))]
+    for key in keys:
+        for n in (0, 1, 32, 167, 168, 169, 2496):
+            out = np.empty(n, np.uint8)
+            streams._counter.stream_seed(streams._SEED_DOMAIN, key, out)
+            want = hashlib.shake_128(streams._SEED_DOMAIN + key.to_bytes(8, "little")).digest(n)
+            assert out.tobytes() == want, (key, n)
+    for length in (0, 159, 160, 161, 200, 256):
+        out = np.empty(400, np.uint8)
+        streams._counter.stream_seed(b"d" * length, 7, out)
+        assert out.tobytes() == hashlib.shake_128(b"d" * length + bytes([7]) + bytes(7)).digest(400)
+
+
+@compiled
+def test_compiled_stream_keys_and_seed_words_equal_the_python_ones(monkeypatch):
+    seeds = [0, 1, 12345, 2**62, *range(2, 200)]
+    for generation in (-1, 0, 1, 99, 10**6):
+        for purpose in ("real", "fit", "generate"):
+            code = int(streams._purpose_code(purpose))
+            want = streams.stream_keys(seeds, generation, purpose)
+            got = [streams._counter.stream_key(s, generation, code) for s in seeds]
+            assert got == [streams._stream_key(s, generation, code) for s in seeds]
+            np.testing.assert_array_equal(np.asarray(got, dtype=np.uint64), want)
+            assert streams.stream(seeds[-1], generation, purpose).key == want[-1]
+    fast = [streams._KeyedSeedSequence(k).generate_state(n, dt)
+            for k in (0, 2**64 - 1, 987654321) for n, dt in ((4, np.uint64), (624, np.uint32))]
+    monkeypatch.setattr(streams, "_counter", None)
+    slow = [streams._KeyedSeedSequence(k).generate_state(n, dt)
+            for k in (0, 2**64 - 1, 987654321) for n, dt in ((4, np.uint64), (624, np.uint32))]
+    for a, b in zip(fast, slow):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
 
 
 def test_draws_without_the_compiled_code_keep_their_laws(monkeypatch):
