@@ -75,6 +75,53 @@ class _FailsAtOne(GaussianLoop):
         return super().fit(data, init, rng)
 
 
+class _FailsAtThree(GaussianLoop):
+    def fit(self, data, init, rng):
+        if rng.generation == 3 and rng.seed == 2:
+            raise RuntimeError("fit failed on purpose")
+        return super().fit(data, init, rng)
+
+
+def test_tasks_span_generations_and_a_failure_inside_one_is_raised_at_its_generation(
+        monkeypatch):
+    cloudpickle = pytest.importorskip("cloudpickle")
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    from stabfw.run.backends import LocalBackend
+
+    submitted = []
+    submit = LocalBackend.submit
+    monkeypatch.setattr(LocalBackend, "submit",
+                        lambda self, fn, task: submitted.append(task) or submit(self, fn, task))
+    cfg = stabfw.RetrainConfig(lam=1.0, generations=6, seeds=4, vectorize="never")
+    loop = GaussianLoop(dim=1, n=10, true_mean=[0.0])
+    _same(stabfw.run_loop(loop, cfg), stabfw.run_loop(loop, cfg.model_copy(update={"workers": 2})))
+    # generation 0 is one task per chunk (the cost of a generation is not known yet); the
+    # cheap generations after it go in one task per chunk, not one per generation
+    assert [(t["generation"], t["last"]) for t in submitted] == [(0, 0), (0, 0), (1, 6), (1, 6)]
+    assert not any(t["pack_each"] for t in submitted)  # nothing checkpoints them
+
+    # seed 2 fails at generation 3, inside a task that started at 1: generations 0–2 of
+    # every seed are kept, and the error is the one of one process
+    with pytest.raises(GenerationError, match=r"seed 2, generation 3") as one:
+        stabfw.run_loop(_FailsAtThree(dim=1, n=10), cfg)
+    with pytest.raises(GenerationError, match=r"seed 2, generation 3") as err:
+        stabfw.run_loop(_FailsAtThree(dim=1, n=10), cfg.model_copy(update={"workers": 2}))
+    assert (err.value.seed, err.value.generation, err.value.method) == (2, 3, "fit")
+    _same(one.value.trajectory, err.value.trajectory)
+    assert err.value.trajectory.params.shape[:2] == (4, 3)
+
+
+def test_a_checkpointed_run_on_workers_keeps_every_generations_states(tmp_path):
+    # its tasks span generations 1–4, and the run stops after generation 2: the checkpoint
+    # must hold the states of generation 2, which no task ended at
+    loop = GaussianLoop(dim=2, n=20)
+    cfg = stabfw.RetrainConfig(lam=1.0, generations=4, seeds=4, vectorize="never", workers=2)
+    whole = stabfw.run_loop(loop, cfg)
+    with pytest.raises(KeyboardInterrupt):
+        stabfw.run_loop(loop, cfg, out_dir=tmp_path / "r", callbacks=[_StopAt(2)])
+    _same(whole, stabfw.run_loop(loop, cfg, out_dir=tmp_path / "r", resume=True))
+
+
 class _Flaky(stabfw.SelfConsumingLoop):
     """A Gaussian mean whose refit now and then turns NaN (``p_nan``) or "doomed"
     (``p_doom``: its metric goes missing, and refitting it fails), by its own draws, so the
