@@ -539,14 +539,9 @@ def _interrupted(err, loop, cfg, fp, seeds, where, out, vectorized, recorded) ->
     return new
 
 
-def _row(seed: int, generation: int, dist: float, n_real: Any, n_syn: Any,
-         metrics: dict[str, float]) -> dict[str, Any]:
-    row = {"seed": int(seed), "generation": generation, "n_real": n_real, "n_synthetic": n_syn,
-           "dist_to_theta_star": dist,
-           "lam_effective": (n_syn / n_real if n_real > 0 else math.inf if n_syn > 0
-                             else math.nan)}
-    row.update(metrics)
-    return row
+#: What a seed's generation gives the run: ``(state, pool, θ, n_real, n_synthetic, metrics)``
+#: (the columns of the run's table are built from them once per generation, in _record).
+_Result = tuple[Any, Any, np.ndarray, int, int, dict[str, float]]
 
 
 class _SeedWork:
@@ -583,19 +578,17 @@ class _SeedWork:
         return _metrics(self.loop, _call(self.loop, "metrics", s, t, self.loop.metrics, state,
                                          stream(s, t, "metrics")), s, t)
 
-    def initial(self, s: int) -> tuple[Any, None, np.ndarray, dict[str, Any]]:
-        """Generation 0 of seed ``s``: ``(state, pool (none yet), θ, metrics row)``."""
+    def initial(self, s: int) -> _Result:
+        """Generation 0 of seed ``s`` (its pool is None: there is none yet)."""
         loop = self.loop
         real, n0 = self.fixed(s)
         self._at(s, 0)
         state = _call(loop, "fit", s, 0, self.step.initial, s, real)
         theta = _theta(loop, _call(loop, "theta", s, 0, loop.theta, state), s, 0)
-        return state, None, theta, _row(s, 0, 0.0, n0, 0, self.metrics(s, 0, state))
+        return state, None, theta, n0, 0, self.metrics(s, 0, state)
 
-    def advance(self, s: int, t: int, state: Any, pool: Any,
-                theta_star: np.ndarray) -> tuple[Any, Any, np.ndarray, dict[str, Any]]:
-        """Generation ``t`` of seed ``s`` from its state of ``t − 1``:
-        ``(state, pool, θ, metrics row)``."""
+    def advance(self, s: int, t: int, state: Any, pool: Any, theta_star: np.ndarray) -> _Result:
+        """Generation ``t`` of seed ``s`` from its state of ``t − 1``."""
         loop, step = self.loop, self.step
         real, n0 = self.reals.get(s) or self.fixed(s)
         if self.fresh:
@@ -619,9 +612,8 @@ class _SeedWork:
                             f"{theta_star.size} (generation 0) to {theta.size}; θ must "
                             "keep one length for the whole run", seed=s, generation=t,
                             method="theta")
-        # the distance to θ* is filled in for all seeds at once (_run_per_seed)
-        return (res.state, res.pool, theta, _row(s, t, math.nan, res.n_real, res.n_synthetic,
-                                                 self.metrics(s, t, res.state)))
+        return (res.state, res.pool, theta, res.n_real, res.n_synthetic,
+                self.metrics(s, t, res.state) if self.has_metrics else {})
 
 
 def _dumps(obj: Any) -> bytes:
@@ -752,11 +744,10 @@ def _seed_task(task: dict[str, Any]) -> tuple[list[tuple[int, list[tuple[int, An
     return out, time.perf_counter() - t0
 
 
-def _goes_on(res: tuple[Any, Any, np.ndarray, dict[str, Any]]) -> bool:
+def _goes_on(res: _Result) -> bool:
     """Whether a seed's generation is finite (θ and metrics), so that it cannot be stopped
     by it and its next generation may start before the other seeds are back."""
-    return bool(np.all(np.isfinite(res[2]))) and not any(
-        math.isnan(v) for k, v in res[3].items() if k not in RESERVED_COLUMNS)
+    return bool(np.all(np.isfinite(res[2]))) and not any(math.isnan(v) for v in res[5].values())
 
 
 def _in_process(work: _SeedWork, ids: list[int], start: int, last: int, states: list[Any],
@@ -930,24 +921,30 @@ def _record(loop, t, res, ids, seeds, states, pools, where, health, done) -> Non
     """Generation ``t`` of every seed (``res``: by seed index, the seeds not stopped):
     its θ and columns, the health verdict, the checkpoint."""
     skip = health.stopped.copy()
-    keys = ([k for k in where.blocks[-1]["columns"] if k not in ("seed", "generation")]
+    keys = ([k for k in where.blocks[-1]["columns"] if k not in RESERVED_COLUMNS]
             if where.blocks else [])
-    thetas, rows = [], []
-    for i, s in enumerate(ids):
+    thetas, n_real, n_syn, metrics = [], [], [], []
+    for i in range(len(ids)):
         if i not in res:  # stopped at a non-finite value: NaN from here on, nothing computed
             thetas.append(np.full(len(where.blocks[0]["thetas"][0]), math.nan))
-            rows.append({"seed": s, "generation": t, **dict.fromkeys(keys, math.nan)})
+            n_real.append(math.nan)
+            n_syn.append(math.nan)
+            metrics.append(dict.fromkeys(keys, math.nan))
             continue
-        states[i], pools[i], theta, row = res[i]
+        states[i], pools[i], theta, nr, ns, m = res[i]
         thetas.append(theta)
-        rows.append(row)
-    cols = _columns(rows)
-    if t == 0:
-        theta = _stack(loop, thetas, 0)
-    else:
-        theta = np.stack(thetas)
-        cols["dist_to_theta_star"] = _row_norms(theta - where.blocks[0]["thetas"])
-    events = health.observe(t, seeds, theta, _domain_metrics(cols), skip)
+        n_real.append(nr)
+        n_syn.append(ns)
+        metrics.append(m)
+    theta = _stack(loop, thetas, 0) if t == 0 else np.stack(thetas)
+    n_real, n_syn = np.asarray(n_real), np.asarray(n_syn)
+    domain = _columns(metrics)
+    cols = {"seed": np.asarray(ids), "generation": np.full(len(ids), t), "n_real": n_real,
+            "n_synthetic": n_syn,
+            "dist_to_theta_star": (np.zeros(len(ids)) if t == 0 else
+                                   _row_norms(theta - where.blocks[0]["thetas"])),
+            "lam_effective": _lam_effective(n_real, n_syn), **domain}
+    events = health.observe(t, seeds, theta, domain, skip)
     done(t, {"states": states, "pools": pools}, theta, cols, events)
 
 
