@@ -158,11 +158,12 @@ static const uint64_t KECCAK_RC[24] = {
 static inline uint64_t rotl(uint64_t x, unsigned r) { return (x << r) | (x >> (64 - r)); }
 
 /* the permutation, its 25 lanes unrolled (lane x + 5 y; rho's rotations and pi's moves
- * written out): ~2.5x faster than looping over index tables */
+ * written out): 1.8x faster than looping over index tables (410 against 740 ns) */
 static void keccak_f1600(uint64_t st[25])
 {
     uint64_t c0, c1, c2, c3, c4, d0, d1, d2, d3, d4;
-    uint64_t b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, b16, b17, b18, b19, b20, b21, b22, b23, b24;
+    uint64_t b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, b16, b17,
+        b18, b19, b20, b21, b22, b23, b24;
     for (int round = 0; round < 24; round++) {
         c0 = st[0] ^ st[5] ^ st[10] ^ st[15] ^ st[20];
         c1 = st[1] ^ st[6] ^ st[11] ^ st[16] ^ st[21];

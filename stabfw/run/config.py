@@ -131,9 +131,10 @@ class RetrainConfig(_Strict):
     workers : int
         Processes that advance the seeds of one run in parallel on the per-seed path
         (``1``: this process): one chunk of seeds per worker, each chunk going on to its
-        next generation as soon as its last one is back, its states kept in that worker.
-        Results are bit-identical to ``workers: 1``, and a checkpoint of either resumes
-        exactly with the other. On the vectorised path the seeds are split into up to
+        next generations as soon as its last ones are back, its states kept in that worker
+        (a task runs as many generations as fill about 0.25 s). Results are
+        bit-identical to ``workers: 1``, and a checkpoint of either resumes exactly with
+        the other. On the vectorised path the seeds are split into up to
         ``workers`` batches of at least 2000 seeds, advanced by threads of this process
         (numpy releases the GIL; smaller batches are faster in one): same numbers, and
         ``backend`` does not apply. A domain's ``step_batch`` must then not change the
