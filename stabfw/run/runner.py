@@ -668,14 +668,14 @@ def _pack(obj: Any, s: int, t: int, what: str) -> _Packed | None:
 
 
 def _packed(res: tuple[Any, ...], s: int, t: int) -> tuple[Any, ...]:
-    """A seed's ``(state, pool, θ, row)`` with state and pool packed."""
+    """A seed's :data:`_Result` with its state and pool packed."""
     return (_pack(res[0], s, t, "state"), _pack(res[1], s, t, "pool"), *res[2:])
 
 
 def _seed_task(task: dict[str, Any]) -> tuple[list[tuple[int, list[tuple[int, Any]]]], float]:
     """A worker's share of generations ``generation … last`` (module-level: it pickles by
-    reference): ``([(t, [(position in task["seeds"], (state, pool, θ, row)), ...]), ...],
-    seconds computing)``.
+    reference): ``([(t, [(position in task["seeds"], result), ...]), ...], seconds
+    computing)``, each result a :data:`_Result`.
 
     The loop is rebuilt once per worker from its class and constructor parameters (as
     ``sklearn.base.clone`` would), so its lazily built state is not shipped each generation.
@@ -722,7 +722,8 @@ def _seed_task(task: dict[str, Any]) -> tuple[list[tuple[int, list[tuple[int, An
             # the seeds it advanced before the failure are resident at t, so the next task
             # starts them from the bytes of t − 1 returned here
             break
-        out.append((t, rows := []))
+        rows: list[tuple[int, Any]] = []
+        out.append((t, rows))
         for pos, res in done:
             if t == 0:
                 stars[pos] = res[2]
@@ -753,7 +754,7 @@ def _goes_on(res: _Result) -> bool:
 def _in_process(work: _SeedWork, ids: list[int], start: int, last: int, states: list[Any],
                 pools: list[Any], stars: list[Any], stopped: np.ndarray):
     """Generations ``start…last`` of the seeds, one after the other in this process: yields
-    ``(t, {seed index: (state, pool, θ, row)})``, skipping the seeds ``stopped`` then."""
+    ``(t, {seed index: its _Result})``, skipping the seeds ``stopped`` then."""
     # only a checkpoint of a run on workers holds packed states; from here on they are objects
     states, pools = [_unpacked(x) for x in states], [_unpacked(x) for x in pools]
     stars = list(stars)
