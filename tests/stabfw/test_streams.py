@@ -208,7 +208,10 @@ def test_compiled_stream_keys_and_seed_words_equal_the_python_ones(monkeypatch):
             assert streams.stream(seeds[-1], generation, purpose).key == want[-1]
     fast = [streams._KeyedSeedSequence(k).generate_state(n, dt)
             for k in (0, 2**64 - 1, 987654321) for n, dt in ((4, np.uint64), (624, np.uint32))]
+    z = np.random.default_rng(0).integers(0, 2**64, (300, 7), dtype=np.uint64)
+    mixed = streams._mix(z[:, ::2])  # (a strided view: made contiguous for the C pass)
     monkeypatch.setattr(streams, "_counter", None)
+    np.testing.assert_array_equal(mixed, streams._mix(z[:, ::2]))
     slow = [streams._KeyedSeedSequence(k).generate_state(n, dt)
             for k in (0, 2**64 - 1, 987654321) for n, dt in ((4, np.uint64), (624, np.uint32))]
     for a, b in zip(fast, slow):
