@@ -90,7 +90,7 @@ def test_local_sweep_speedup_with_two_workers(benchmark, tmp_path):
         "local_2_workers_s": round(m["parallel_s"], 2),
         "cold_ratio": round(m["serial_s"] / cold, 2),
         "machine_ceiling": round(m["ceiling"], 2),
-        "share_of_ceiling": round(m["share"], 2),
+        "share_of_ceiling": round(m["share"], 3),
         "note": "4 cells, warm workers; cold_ratio includes starting them; machine_ceiling is "
                 "the 2-process speed-up of pure CPU work (≈ 2 on 2 idle cores); ratio and "
                 "share are medians over rounds of (ceiling, serial, local) timed in turn",
@@ -149,7 +149,7 @@ def test_forecasting_seeds_in_parallel_with_two_workers(benchmark):
         "serial_s": round(m["serial_s"], 2),
         "two_workers_s": round(m["parallel_s"], 2),
         "machine_ceiling": round(m["ceiling"], 2),
-        "share_of_ceiling": round(m["share"], 2),
+        "share_of_ceiling": round(m["share"], 3),
         "met": bool(m["ratio"] >= 1.8 or m["share"] >= 0.9),
         "note": "8 seeds × 6 generations of the airline ETS loop, loop.workers = 2 (loky, one "
                 "BLAS thread each) against one process, results bit-identical; medians over "

@@ -42,6 +42,13 @@ _BUILTIN_LABELS = {"dist_to_theta_star": "‖θ_t − θ*‖ (units of θ, log s
                    "lam_effective": "λ realised (synthetic / real samples)"}
 
 
+def _legend(ax: Any, **kw: Any) -> None:
+    """``ax.legend(**kw)`` when something in ``ax`` is labelled (a panel of unlabelled
+    points, e.g. a headline whose every ρ is not evidence, would make matplotlib warn)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kw)
+
+
 def integer_generations(ax: Any) -> None:
     """Generation ticks at whole numbers only (a short run gets no 0.5, 1.5, …)."""
     from matplotlib.ticker import MaxNLocator
@@ -189,7 +196,7 @@ def analysis_figure(results: dict, title: str | None = None) -> Any:
             rate = fp.get("rate")
             ax.set_title(f"{fp['verdict']}" + (f", rate {rate:.3g}" if rate is not None else ""),
                          fontsize=10)
-            ax.legend(fontsize=8)
+            _legend(ax, fontsize=8)
         elif panel == "eigenvalues":
             t = np.linspace(0, 2 * np.pi, 400)
             ax.plot(np.cos(t), np.sin(t), color="gray", lw=1)
@@ -209,7 +216,7 @@ def analysis_figure(results: dict, title: str | None = None) -> Any:
             ax.set_xlabel("Re λ_i(J)")
             ax.set_ylabel("Im λ_i(J)")
             ax.set_title("leading eigenvalues of J vs the unit circle", fontsize=10)
-            ax.legend(fontsize=8, loc="lower left")
+            _legend(ax, fontsize=8, loc="lower left")
         else:
             lc = results.get("lambda_curve")
             if lc:
@@ -256,7 +263,7 @@ def analysis_figure(results: dict, title: str | None = None) -> Any:
             ax.set_xlabel("λ (synthetic / real)")
             ax.set_ylabel("spectral radius ρ(J)")
             ax.set_title("local stability: ρ(J) < 1 is stable", fontsize=10)
-            ax.legend(fontsize=8)
+            _legend(ax, fontsize=8)
         ax.grid(alpha=0.3)
     fig.suptitle(title or "", fontsize=12)
     fig.tight_layout(rect=(0, 0, 1, 0.94))
@@ -315,7 +322,7 @@ def plot_crossing(table: Any, axis: str, quantity: str, path: str | Path,
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+        _legend(ax, fontsize=8)
     fig.text(0.99, 0.005, "mean over seeds ± standard error", ha="right", fontsize=7,
              color="gray")
     return save_figure(fig, path)
@@ -400,7 +407,7 @@ def plot_rho_vs_lambda(points: Any, theorem: dict[str, Any], path: str | Path) -
     ax.set_ylim(0, max(1.3, float(points["rho"].max()) * 1.1))
     ax.set_title("local stability: ρ(J) < 1 is stable", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     return save_figure(fig, path)
 
 
@@ -470,5 +477,5 @@ def headline_figure(headline: Mapping[str, Any], title: str | None = None) -> An
     crit = (headline.get("critical") or {}).get("text")
     ax.set_title((title + "\n" if title else "") + (crit or ""), fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    _legend(ax, fontsize=7, loc="upper left")
     return fig

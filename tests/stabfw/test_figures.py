@@ -67,3 +67,16 @@ def test_analysis_and_headline_figures_have_labelled_axes():
     fig = headline_figure({"rows": rows, "critical": {"text": "λ*: no crossing"}})
     (ax,) = fig.axes
     assert ax.get_xlabel().startswith("λ") and ax.get_ylabel().startswith("ρ(J)")
+
+
+def test_a_headline_without_evidence_draws_without_a_legend_warning(recwarn):
+    # every ρ not differentiable and no Theorem 1 bound: nothing to label (two_moons_flow)
+    rows = [{"lam": lam, "verdict": "diverging", "rho": 1.2, "rho_status": "not_differentiable",
+             "theorem1": None} for lam in (0.25, 1.0, 4.0)]
+    fig = headline_figure({"rows": rows, "critical": {"text": "λ*: no ρ(J) to locate it"}})
+    (ax,) = fig.axes
+    assert ax.get_legend() is None
+    assert not [w for w in recwarn if "legend" in str(w.message)]
+    rows[0]["rho_status"] = "ok"  # one point that is evidence: labelled, with its legend
+    (ax,) = headline_figure({"rows": rows, "critical": {}}).axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["verdict: diverging"]
