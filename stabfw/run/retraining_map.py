@@ -63,6 +63,10 @@ class RetrainingMap:
         self.generation = int(generation)
         self.step = GenerationStep(loop, cfg)
         self.n_evaluations = 0
+        #: Fixed points solved on this map, by their solve options (as JSON; filled by
+        #: :func:`stabfw.analysis.jacobian.solve_map`): the map is a deterministic function,
+        #: so one solve serves every analysis that shares the map.
+        self.solutions: dict[str, Any] = {}
         self._history: list[StepResult] | None = None
         self._real0: Any = None
         self._real: Any = None
@@ -77,7 +81,10 @@ class RetrainingMap:
                       else self.step.real_data(self.seed, self.generation))
 
     def with_lam(self, lam: float) -> RetrainingMap:
-        """The same replicate's map at another λ, reusing its real data and θ* fit."""
+        """The same replicate's map at another λ, reusing its real data and θ* fit (this
+        map itself at its own λ, with what was solved on it)."""
+        if float(lam) == self.config.lam:
+            return self
         self._setup()
         other = RetrainingMap(self.loop, self.config.model_copy(update={"lam": float(lam)}),
                               seed=self.seed, generation=self.generation)

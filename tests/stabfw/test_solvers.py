@@ -173,3 +173,29 @@ def test_solvers_say_whether_the_fixed_point_attracts():
     R = 0.5 * np.array([[0.0, -1.0], [1.0, 0.0]])
     sol = solve_fixed_point(lambda x: R @ x, np.array([1.0, 1.0]), method="picard", tol=1e-12)
     assert sol.local_rate == pytest.approx(0.5, rel=1e-4) and sol.stability == "attracting"
+
+
+def test_a_map_is_solved_once_per_options_and_the_lambda_curve_at_its_lambda_reuses_it():
+    from stabfw.analysis.critical import spectral_radius_scan
+    from stabfw.analysis.jacobian.analyzer import solve_map
+    from stabfw.domains.gaussian import GaussianLoop
+    from stabfw.run.analysis_config import SolveOptions
+
+    loop = GaussianLoop(dim=2, n=40, covariance="known")
+    cfg = stabfw.RetrainConfig(lam=1.5, seeds=[3])
+    G = stabfw.RetrainingMap(loop, cfg)
+    assert G.with_lam(1.5) is G and G.with_lam(0.5) is not G
+    sol = solve_map(G, None)
+    used = G.n_evaluations
+    assert solve_map(G, SolveOptions()) is sol and G.n_evaluations == used  # the same options
+    other = solve_map(G, SolveOptions(method="picard"))
+    assert other is not sol and G.n_evaluations > used
+    # the λ curve at the run's own λ takes the point solved for the Jacobians
+    used = G.n_evaluations
+    an = stabfw.JacobianAnalyzer(method="finite_difference", k=2, bounds=False, norm=False)
+    (point,) = spectral_radius_scan(loop, cfg, [1.5], [3], an, at="fixed_point", maps={3: G})
+    fresh = stabfw.RetrainingMap(loop, cfg)
+    (again,) = spectral_radius_scan(loop, cfg, [1.5], [3], an, at="fixed_point",
+                                    maps={3: fresh})
+    assert point["rho"] == again["rho"] and point["at"] == "fixed_point"
+    assert G.n_evaluations - used < fresh.n_evaluations  # no second solve on G

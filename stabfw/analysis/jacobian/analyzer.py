@@ -433,7 +433,7 @@ class JacobianAnalyzer:
             base = maps.get(s)
             if base is None:
                 base = maps[s] = RetrainingMap(loop, G.config, seed=s, generation=G.generation)
-            out.append(base if base.config.lam == G.config.lam else base.with_lam(G.config.lam))
+            out.append(base.with_lam(G.config.lam))
         return out
 
     # --- analysis ---------------------------------------------------------------------------
@@ -585,10 +585,15 @@ class JacobianAnalyzer:
 
 def solve_map(G: RetrainingMap, options: SolveOptions | None) -> FixedPointSolution:
     """G's fixed point solved from θ* with ``options``, J by ``dense`` for ``newton``: how
-    every analysis of a config finds the point it linearises at."""
-    newton = options is not None and options.method == "newton"
-    return solve_from_theta_star(G, options,
-                                 jacobian=dense.map_jacobian(G.loop, G) if newton else None)
+    every analysis of a config finds the point it linearises at. Solved once per map and
+    options (``G.solutions``): the Jacobians and the λ curve at the run's λ share it."""
+    o = options or SolveOptions()
+    key = o.model_dump_json()
+    if key not in G.solutions:
+        newton = o.method == "newton"
+        G.solutions[key] = solve_from_theta_star(
+            G, o, jacobian=dense.map_jacobian(G.loop, G) if newton else None)
+    return G.solutions[key]
 
 
 def _matrix_spectrum(op: JacobianOperator, k: int) -> Spectrum:
