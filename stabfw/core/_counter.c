@@ -308,27 +308,39 @@ static PyObject *draw_many(PyObject *args, int normal)
 static PyObject *uniforms(PyObject *self, PyObject *args) { return draw_many(args, 0); }
 static PyObject *normals(PyObject *self, PyObject *args) { return draw_many(args, 1); }
 
-/* ndtri(y, out) on any float64 y: lets the tests reach the far tails, which the uniforms
- * above reach once in ~1e14 draws; NaN outside (0, 1) */
-static PyObject *ndtri_of(PyObject *self, PyObject *args)
+/* f(x, out, m) over the buffers of (x, out), m 8-byte items each: the one-array functions */
+static PyObject *elementwise(PyObject *args, const char *what,
+                             void (*f)(const void *x, void *out, Py_ssize_t m))
 {
-    PyObject *y_o, *out_o;
-    if (!PyArg_ParseTuple(args, "OO", &y_o, &out_o))
+    PyObject *x_o, *out_o;
+    if (!PyArg_ParseTuple(args, "OO", &x_o, &out_o))
         return NULL;
     Py_buffer v[2];
-    if (view(y_o, &v[0], 0, -1, "y") < 0)
+    if (view(x_o, &v[0], 0, -1, what) < 0)
         return NULL;
     Py_ssize_t m = v[0].len / 8;
     if (view(out_o, &v[1], 1, m, "out") < 0) {
         release(v, 1);
         return NULL;
     }
-    const double *y = v[0].buf;
-    double *o = v[1].buf;
-    for (Py_ssize_t i = 0; i < m; i++)
-        o[i] = (y[i] > 0.0 && y[i] < 1.0) ? ndtri(y[i]) : NAN;
+    f(v[0].buf, v[1].buf, m);
     release(v, 2);
     Py_RETURN_NONE;
+}
+
+static void ndtri_all(const void *x, void *out, Py_ssize_t m)
+{
+    const double *y = x;
+    double *o = out;
+    for (Py_ssize_t i = 0; i < m; i++)
+        o[i] = (y[i] > 0.0 && y[i] < 1.0) ? ndtri(y[i]) : NAN;
+}
+
+/* ndtri(y, out) on any float64 y: lets the tests reach the far tails, which the uniforms
+ * above reach once in ~1e14 draws; NaN outside (0, 1) */
+static PyObject *ndtri_of(PyObject *self, PyObject *args)
+{
+    return elementwise(args, "y", ndtri_all);
 }
 
 /* gammas(keys, d, c, out): out[i] = Marsaglia-Tsang's draw for keys[i], d[i], c[i] */
@@ -405,27 +417,19 @@ static PyObject *bartlett(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static void mix_all(const void *x, void *out, Py_ssize_t m)
+{
+    const uint64_t *z = x;
+    uint64_t *o = out;
+    for (Py_ssize_t i = 0; i < m; i++)
+        o[i] = mix(z[i]);
+}
+
 /* mix(z, out): out[i] = SplitMix64's finaliser of z[i] (streams._mix), in one pass over
  * the keys instead of numpy's nine */
 static PyObject *mix_of(PyObject *self, PyObject *args)
 {
-    PyObject *z_o, *out_o;
-    if (!PyArg_ParseTuple(args, "OO", &z_o, &out_o))
-        return NULL;
-    Py_buffer v[2];
-    if (view(z_o, &v[0], 0, -1, "z") < 0)
-        return NULL;
-    Py_ssize_t m = v[0].len / 8;
-    if (view(out_o, &v[1], 1, m, "out") < 0) {
-        release(v, 1);
-        return NULL;
-    }
-    const uint64_t *z = v[0].buf;
-    uint64_t *o = v[1].buf;
-    for (Py_ssize_t i = 0; i < m; i++)
-        o[i] = mix(z[i]);
-    release(v, 2);
-    Py_RETURN_NONE;
+    return elementwise(args, "z", mix_all);
 }
 
 /* stream_key(seed, generation, code): streams.stream's key of (seed, generation, purpose
