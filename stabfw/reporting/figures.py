@@ -321,8 +321,7 @@ def plot_crossing(table: Any, axis: str, quantity: str, path: str | Path,
     title = "; ".join(cv.describe().split(" (")[0] for cv in crit[:3]) or f"{quantity} along {axis}"
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        _legend(ax, fontsize=8)
+    _legend(ax, fontsize=8)
     fig.text(0.99, 0.005, "mean over seeds ± standard error", ha="right", fontsize=7,
              color="gray")
     return save_figure(fig, path)
